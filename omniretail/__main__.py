@@ -1,0 +1,3 @@
+from omniretail.cli import main
+
+main()

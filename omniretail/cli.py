@@ -1,0 +1,186 @@
+"""The ``omniretail`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from omniretail.config import DEFAULT_CONFIG_NAME, ConfigError
+from omniretail.host import PluginError
+
+T = TypeVar("T")
+EXIT_CONFIG = 2
+
+
+def fail_config(message: str) -> None:
+    click.echo(f"omniretail: config error: {message}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def handles_config_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """Config and plugin mistakes: one line on stderr naming the key, exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            fail_config(str(exc))
+        except PluginError as exc:
+            fail_config(f"plugins: {exc}")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def kernel_from(ctx: click.Context) -> Any:
+    from omniretail.kernel import Kernel
+
+    return Kernel.from_path(ctx.obj.get("config"))
+
+
+@click.group()
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="OMNIRETAIL_CONFIG",
+    help="Configuration file (default: ./omniretail.toml).",
+)
+@click.version_option(package_name="omniretail")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """omniretail: one catalog, one stock pool, one customer record, one order book."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Folder to initialise (default: the current one).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing omniretail.toml.")
+@click.option("--no-sample", is_flag=True, help="Do not load the sample catalog.")
+@handles_config_errors
+def init(directory: Path, force: bool, no_sample: bool) -> None:
+    """Write a starter omniretail.toml (five channels, SQLite) and load a sample catalog."""
+    from omniretail.kernel import Kernel
+    from omniretail.starter import STARTER_TOML, load_catalog, sample_catalog
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / DEFAULT_CONFIG_NAME
+    if path.exists() and not force:
+        raise click.ClickException(f"{path} exists (use --force to overwrite)")
+    path.write_text(STARTER_TOML, encoding="utf-8")
+    click.echo(f"wrote {path}")
+
+    async def go() -> None:
+        async with Kernel.from_path(path) as kernel:
+            if not no_sample:
+                products, rows = await load_catalog(kernel, sample_catalog())
+                click.echo(f"loaded {products} products and {rows} stock levels into {kernel.db.url}")
+
+    run(go())
+    click.echo("next: omniretail serve")
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+@handles_config_errors
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply migrations (run once per deploy on PostgreSQL; SQLite migrates itself)."""
+    from omniretail.storage import migrate
+
+    kernel = kernel_from(ctx)
+
+    async def go() -> None:
+        await migrate.upgrade(kernel.db, revision)
+        click.echo(f"database at {await migrate.current_revision(kernel.db)}")
+        await kernel.close()
+
+    run(go())
+
+
+@db.command("current")
+@click.pass_context
+@handles_config_errors
+def db_current(ctx: click.Context) -> None:
+    """Print the schema revision of the database and of this code."""
+    from omniretail.storage import migrate
+
+    kernel = kernel_from(ctx)
+
+    async def go() -> None:
+        click.echo(f"database: {await migrate.current_revision(kernel.db)}  code: {migrate.head_revision()}")
+        await kernel.close()
+
+    run(go())
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Deliver what is due, then exit.")
+@click.pass_context
+@handles_config_errors
+def worker(ctx: click.Context, once: bool) -> None:
+    """Deliver outbox events to plugins (run several on PostgreSQL)."""
+    import signal
+
+    from omniretail.worker import OutboxWorker
+
+    kernel = kernel_from(ctx)
+
+    async def go() -> None:
+        async with kernel:
+            w = OutboxWorker(kernel)
+            if once:
+                click.echo(f"delivered {await w.drain()} event(s)")
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            click.echo(f"worker {w.name} running (Ctrl+C stops)")
+            await w.run(stop)
+
+    run(go())
+
+
+@main.command()
+@click.pass_context
+@handles_config_errors
+def channels(ctx: click.Context) -> None:
+    """List installed channel plugins and whether each is enabled."""
+    from rich.console import Console
+    from rich.table import Table
+
+    kernel = kernel_from(ctx)
+    table = Table(title="Channels")
+    for col in ("channel", "title", "enabled", "sells from", "capabilities"):
+        table.add_column(col)
+    for spec in sorted(kernel.installed_channels(), key=lambda s: s.name):
+        enabled = spec.name in kernel.channels
+        locs = ", ".join(kernel.channels[spec.name].locations) if enabled else ""
+        caps = ", ".join(sorted(c.value for c in spec.capabilities)) or "-"
+        table.add_row(spec.name, spec.title, "yes" if enabled else "no", locs, caps)
+    Console(width=140).print(table)
+    run(kernel.close())

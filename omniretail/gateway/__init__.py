@@ -1,0 +1,1 @@
+"""The Litestar gateway: one unified API for storefronts and back offices."""

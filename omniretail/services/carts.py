@@ -1,0 +1,246 @@
+"""Carts: created on a channel, continued on any other, priced by the server."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+import msgspec
+
+from omniretail.domain.cart import Cart, CartStatus, merge_lines, set_line
+from omniretail.domain.catalog import Product, ProductStatus
+from omniretail.domain.customer import Customer
+from omniretail.domain.errors import Conflict, InvalidValue, NotFound
+from omniretail.domain.events import (
+    CartChannelJoined,
+    CartCreated,
+    CartLineChanged,
+    CartMerged,
+    Event,
+)
+from omniretail.domain.ids import new_id
+from omniretail.services.catalog import CatalogService
+from omniretail.services.clock import Clock
+from omniretail.services.pricing import OfferSource, PricedCart, price_cart
+from omniretail.services.protocols import Transaction, UnitOfWork
+
+#: How often an optimistic cart write is retried when another request changed the cart.
+_RETRIES = 5
+
+
+class CartService:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        clock: Clock,
+        catalog: CatalogService,
+        *,
+        currency: str,
+        offers: OfferSource | None = None,
+    ) -> None:
+        self.uow = uow
+        self.clock = clock
+        self.catalog = catalog
+        self.currency = currency
+        self.offers = offers
+
+    async def create(
+        self,
+        *,
+        channel: str,
+        customer_id: str | None = None,
+        currency: str | None = None,
+        attribution: Mapping[str, str] | None = None,
+        actor: str = "customer",
+    ) -> Cart:
+        now = self.clock()
+        cart = Cart(
+            id=new_id("cart"),
+            currency=currency or self.currency,
+            channel=channel,
+            channels=(channel,),
+            customer_id=customer_id,
+            created_at=now,
+            updated_at=now,
+            attribution=dict(attribution or {}),
+        )
+        async with self.uow.write() as tx:
+            await tx.carts.insert(cart)
+            await tx.events.record(
+                CartCreated(
+                    id=new_id("evt"),
+                    occurred_at=now,
+                    channel=channel,
+                    actor=actor,
+                    customer_id=customer_id,
+                    cart_id=cart.id,
+                )
+            )
+        return cart
+
+    async def get(self, cart_id: str) -> Cart:
+        async with self.uow.read() as tx:
+            cart = await tx.carts.get(cart_id)
+        if cart is None:
+            raise NotFound(f"no cart {cart_id!r}", field="cart_id")
+        return cart
+
+    async def _mutate(
+        self, cart_id: str, change: Callable[[Cart, Transaction], Awaitable[tuple[Cart, list[Event]]]]
+    ) -> Cart:
+        """Apply ``change`` with optimistic concurrency: re-read and retry if the cart moved."""
+        for _ in range(_RETRIES):
+            async with self.uow.write() as tx:
+                cart = await tx.carts.get(cart_id)
+                if cart is None:
+                    raise NotFound(f"no cart {cart_id!r}", field="cart_id")
+                cart.require_open()
+                updated, events = await change(cart, tx)
+                if updated == cart:
+                    return cart
+                updated = msgspec.structs.replace(updated, version=cart.version + 1, updated_at=self.clock())
+                if await tx.carts.update(updated, cart.version):
+                    for event in events:
+                        await tx.events.record(event)
+                    if updated.customer_id and not cart.customer_id:
+                        await tx.events.adopt_cart(cart.id, updated.customer_id)
+                    return updated
+        raise Conflict("the cart is being changed by another request; try again", field="cart_id")
+
+    def _joined(self, cart: Cart, channel: str, actor: str) -> tuple[Cart, list[Event]]:
+        if channel in cart.channels:
+            return cart, []
+        event = CartChannelJoined(
+            id=new_id("evt"),
+            occurred_at=self.clock(),
+            channel=channel,
+            actor=actor,
+            customer_id=cart.customer_id,
+            cart_id=cart.id,
+            from_channel=cart.channels[-1],
+        )
+        return msgspec.structs.replace(cart, channels=(*cart.channels, channel)), [event]
+
+    async def _check_sku(self, sku: str, currency: str) -> Product:
+        snapshot = await self.catalog.snapshot()
+        found = snapshot.by_sku.get(sku)
+        if found is None or found[0].status is not ProductStatus.ACTIVE:
+            raise NotFound(f"SKU {sku!r} is not for sale", field="sku")
+        product, variant = found
+        if variant.price_for(currency) is None:
+            raise InvalidValue(f"SKU {sku!r} has no price in {currency}", field="sku")
+        return product
+
+    async def set_quantity(
+        self,
+        cart_id: str,
+        sku: str,
+        quantity: int,
+        *,
+        channel: str,
+        actor: str = "customer",
+        add: bool = False,
+    ) -> Cart:
+        """Set (or with ``add``, increase) a line's quantity; 0 removes the line."""
+        cart = await self.get(cart_id)
+        if quantity or add:
+            await self._check_sku(sku, cart.currency)
+
+        async def change(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
+            target = cart.quantity_of(sku) + quantity if add else quantity
+            if not add and quantity == 0 and cart.quantity_of(sku) == 0:
+                raise NotFound(f"the cart has no line for {sku!r}", field="sku")
+            cart2, events = self._joined(cart, channel, actor)
+            cart2 = msgspec.structs.replace(cart2, lines=set_line(cart2.lines, sku, target))
+            events.append(
+                CartLineChanged(
+                    id=new_id("evt"),
+                    occurred_at=self.clock(),
+                    channel=channel,
+                    actor=actor,
+                    customer_id=cart.customer_id,
+                    cart_id=cart.id,
+                    sku=sku,
+                    quantity=target,
+                )
+            )
+            return cart2, events
+
+        return await self._mutate(cart_id, change)
+
+    async def set_coupon(self, cart_id: str, coupon: str | None, *, channel: str) -> Cart:
+        async def change(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
+            cart2, events = self._joined(cart, channel, "customer")
+            return msgspec.structs.replace(cart2, coupon=coupon or None), events
+
+        return await self._mutate(cart_id, change)
+
+    async def touch(self, cart_id: str, *, channel: str, actor: str = "customer") -> Cart:
+        """Record that the cart is now used on ``channel`` (it keeps every channel it passed)."""
+
+        async def change(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
+            return self._joined(cart, channel, actor)
+
+        return await self._mutate(cart_id, change)
+
+    async def attach_customer(self, cart_id: str, customer_id: str, *, channel: str) -> Cart:
+        """Give a guest cart to a customer. If they already have an open cart, the guest cart's
+        lines merge into it (no line lost or doubled) and that cart is returned."""
+        guest = await self.get(cart_id)
+        guest.require_open()
+        if guest.customer_id == customer_id:
+            return await self.touch(cart_id, channel=channel)
+        if guest.customer_id is not None:
+            raise NotFound(f"no cart {cart_id!r}", field="cart_id")  # someone else's: do not reveal
+        async with self.uow.read() as tx:
+            existing = await tx.carts.open_for_customer(customer_id)
+        if existing is None or existing.id == guest.id or existing.currency != guest.currency:
+
+            async def adopt(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
+                cart2, events = self._joined(cart, channel, "customer")
+                return msgspec.structs.replace(cart2, customer_id=customer_id), events
+
+            return await self._mutate(cart_id, adopt)
+        return await self._merge(guest, existing, channel)
+
+    async def _merge(self, guest: Cart, target: Cart, channel: str) -> Cart:
+        now = self.clock()
+        async with self.uow.write() as tx:
+            g = await tx.carts.get(guest.id)
+            c = await tx.carts.get(target.id)
+            if g is None or c is None or g.status is not CartStatus.OPEN or c.status is not CartStatus.OPEN:
+                raise Conflict("the cart changed during sign-in; try again", field="cart_id")
+            channels = tuple(dict.fromkeys((*c.channels, *g.channels, channel)))
+            merged = msgspec.structs.replace(
+                c,
+                lines=merge_lines(c.lines, g.lines),
+                channels=channels,
+                version=c.version + 1,
+                updated_at=now,
+                coupon=c.coupon or g.coupon,
+                attribution={**g.attribution, **c.attribution},
+            )
+            closed = msgspec.structs.replace(
+                g, status=CartStatus.MERGED, version=g.version + 1, updated_at=now
+            )
+            if not (await tx.carts.update(merged, c.version) and await tx.carts.update(closed, g.version)):
+                raise Conflict("the cart changed during sign-in; try again", field="cart_id")
+            await tx.events.adopt_cart(g.id, c.customer_id or "")
+            await tx.events.record(
+                CartMerged(
+                    id=new_id("evt"),
+                    occurred_at=now,
+                    channel=channel,
+                    actor="customer",
+                    customer_id=c.customer_id,
+                    cart_id=c.id,
+                    merged_cart_id=g.id,
+                )
+            )
+        return merged
+
+    async def price(self, cart: Cart, customer: Customer | None) -> PricedCart:
+        snapshot = await self.catalog.snapshot()
+        products = {
+            sku: snapshot.by_sku[sku][0] for sku in {x.sku for x in cart.lines} if sku in snapshot.by_sku
+        }
+        return price_cart(cart, products, customer, self.offers)

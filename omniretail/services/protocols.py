@@ -1,0 +1,166 @@
+"""The ports: what the services need from storage, as Protocols.
+
+Services speak only to these; ``omniretail.storage.repositories`` implements them with
+SQLAlchemy on SQLite and PostgreSQL. Every write a use case makes happens inside one
+``UnitOfWork.write()`` transaction, and the events it records are committed with it (outbox).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from omniretail.domain.cart import Cart
+from omniretail.domain.catalog import Product
+from omniretail.domain.customer import Customer, Identity
+from omniretail.domain.events import Event
+from omniretail.domain.inventory import Reservation, StockLevel, StockLocation
+from omniretail.domain.order import Order, OrderStatus
+
+
+class ProductRepository(Protocol):
+    async def get(self, product_id: str) -> Product | None: ...
+    async def get_by_handle(self, handle: str) -> Product | None: ...
+    async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]: ...
+    async def sku_owner(self, sku: str) -> str | None: ...
+    async def save(self, product: Product, actor: str, catalog_revision: int) -> None:
+        """Insert or replace the product (its revision already incremented) and record it."""
+
+    async def page(
+        self,
+        *,
+        after: str | None,
+        limit: int,
+        status: str | None = None,
+        brand: str | None = None,
+        q: str | None = None,
+    ) -> list[Product]: ...
+    async def all(self, status: str | None = None) -> list[Product]: ...
+    async def revisions(self, product_id: str) -> list[tuple[int, datetime, str]]: ...
+    async def next_catalog_revision(self) -> int:
+        """Bump and return the catalog revision (serialises catalog writers)."""
+
+    async def catalog_revision(self) -> int: ...
+
+
+class StockRepository(Protocol):
+    async def sync_locations(self, locations: Sequence[StockLocation]) -> None: ...
+    async def levels(
+        self, skus: Sequence[str], location_ids: Sequence[str] | None = None, now: datetime | None = None
+    ) -> list[StockLevel]:
+        """Stock levels; with ``now``, live reservations only (expired ones are not counted)."""
+
+    async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
+        """Change on-hand by ``delta`` (creating the row); None if that would go below what is
+        reserved or below zero. One conditional statement."""
+
+    async def take(self, sku: str, location_id: str, quantity: int) -> bool:
+        """Sell ``quantity`` units not held by a reservation: ``on_hand -= q`` only where
+        ``on_hand - reserved >= q``. One conditional UPDATE; False changes nothing."""
+
+    async def put_back(self, sku: str, location_id: str, quantity: int) -> None: ...
+    async def reserve(self, reservation: Reservation) -> bool:
+        """Hold units: ``reserved += q`` only where ``on_hand - reserved >= q``."""
+
+    async def release(self, reservation_id: str) -> bool: ...
+    async def commit_reservation(self, reservation_id: str, now: datetime) -> bool:
+        """Turn a live hold into a sale: ``on_hand -= q, reserved -= q``."""
+
+    async def sweep_expired(
+        self, now: datetime, sku: str | None = None, location_id: str | None = None
+    ) -> int:
+        """Release expired holds (each exactly once, whatever the concurrency)."""
+
+    async def reservations(self, reference: str) -> list[Reservation]: ...
+
+
+class CartRepository(Protocol):
+    async def get(self, cart_id: str) -> Cart | None: ...
+    async def insert(self, cart: Cart) -> None: ...
+    async def update(self, cart: Cart, expected_version: int) -> bool:
+        """Write the cart if nobody changed it since ``expected_version`` (optimistic)."""
+
+    async def open_for_customer(self, customer_id: str) -> Cart | None: ...
+
+
+class OrderRepository(Protocol):
+    async def get(self, order_id: str) -> Order | None: ...
+    async def get_by_number(self, number: str) -> Order | None: ...
+    async def get_by_external_ref(self, channel: str, external_ref: str) -> Order | None: ...
+    async def insert(self, order: Order) -> bool:
+        """False if the (channel, external_ref) or the cart already has an order."""
+
+    async def set_status(self, order_id: str, expected: OrderStatus, new: OrderStatus, now: datetime) -> bool:
+        """Conditional: only if the status is still ``expected``."""
+
+    async def add_returned(self, order_id: str, line_no: int, quantity: int) -> bool:
+        """Conditional: only while returned + quantity <= sold."""
+
+    async def for_customer(self, customer_id: str, *, after: str | None, limit: int) -> list[Order]: ...
+    async def page(
+        self, *, after: str | None, limit: int, channel: str | None = None, status: str | None = None
+    ) -> list[Order]: ...
+
+
+class CustomerRepository(Protocol):
+    async def get(self, customer_id: str) -> Customer | None: ...
+    async def insert(self, customer: Customer) -> None: ...
+    async def find(self, identity: Identity) -> str | None:
+        """The customer id that owns this (normalised) identity."""
+
+    async def link(self, identity: Identity, customer_id: str, channel: str, now: datetime) -> bool:
+        """Attach an identity; False if another customer already owns it."""
+
+    async def set_tier(self, customer_id: str, tier: str | None) -> None: ...
+    async def set_name(self, customer_id: str, name: str) -> None: ...
+    async def password_hash(self, customer_id: str) -> str | None: ...
+    async def set_password_hash(self, customer_id: str, password_hash: str) -> None: ...
+    async def merge(self, source_id: str, target_id: str) -> tuple[int, int, int]:
+        """Move orders, carts, identities and events from source to target; mark the source
+        merged. Returns (orders, carts, identities) moved."""
+
+
+class EventLog(Protocol):
+    async def record(self, event: Event) -> int:
+        """Append the event and its outbox row in the current transaction; returns its seq."""
+
+    async def for_customer(
+        self,
+        customer_id: str,
+        *,
+        after: int | None = None,
+        limit: int = 50,
+        types: Sequence[str] = (),
+        channels: Sequence[str] = (),
+    ) -> list[tuple[int, Event]]: ...
+    async def for_order(self, order_id: str) -> list[tuple[int, Event]]: ...
+    async def for_cart(self, cart_id: str) -> list[tuple[int, Event]]: ...
+
+    async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
+        """A guest cart became a customer's: its events join their timeline."""
+
+
+class Transaction(Protocol):
+    """The repositories of one open transaction."""
+
+    @property
+    def products(self) -> ProductRepository: ...
+    @property
+    def stock(self) -> StockRepository: ...
+    @property
+    def carts(self) -> CartRepository: ...
+    @property
+    def orders(self) -> OrderRepository: ...
+    @property
+    def customers(self) -> CustomerRepository: ...
+    @property
+    def events(self) -> EventLog: ...
+
+
+class UnitOfWork(Protocol):
+    def write(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction: all or nothing, events included."""
+
+    def read(self) -> AbstractAsyncContextManager[Transaction]: ...

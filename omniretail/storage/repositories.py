@@ -1,0 +1,775 @@
+"""SQLAlchemy Core implementations of the service ports (``omniretail.services.protocols``).
+
+Every stock and status change is one conditional statement whose row count says whether it
+happened; none reads a value, changes it in Python and writes it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from omniretail.domain.cart import Cart, CartLine, CartStatus
+from omniretail.domain.catalog import Product
+from omniretail.domain.customer import Customer, Identity, IdentityKind
+from omniretail.domain.events import Event, decode_event, encode_event
+from omniretail.domain.inventory import Reservation, ReservationStatus, StockLevel, StockLocation
+from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
+from omniretail.storage import tables as t
+from omniretail.storage.database import Database
+
+_product_decoder = msgspec.json.Decoder(Product)
+_json = msgspec.json.Encoder()
+_str_list = msgspec.json.Decoder(list[str])
+_str_dict = msgspec.json.Decoder(dict[str, str])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = dialect.insert(table).values(**values)
+    updates = {k: stmt.excluded[k] for k in values if k not in keys}
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+
+
+class SqlProducts:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, product_id: str) -> Product | None:
+        doc = await self.conn.scalar(select(t.products.c.doc).where(t.products.c.id == product_id))
+        return _product_decoder.decode(doc) if doc is not None else None
+
+    async def get_by_handle(self, handle: str) -> Product | None:
+        doc = await self.conn.scalar(select(t.products.c.doc).where(t.products.c.handle == handle))
+        return _product_decoder.decode(doc) if doc is not None else None
+
+    async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
+        if not skus:
+            return {}
+        rows = await self.conn.execute(
+            select(t.variants.c.sku, t.products.c.doc)
+            .join(t.products, t.products.c.id == t.variants.c.product_id)
+            .where(t.variants.c.sku.in_(list(set(skus))))
+        )
+        return {sku: _product_decoder.decode(doc) for sku, doc in rows}
+
+    async def sku_owner(self, sku: str) -> str | None:
+        return await self.conn.scalar(select(t.variants.c.product_id).where(t.variants.c.sku == sku))
+
+    async def save(self, product: Product, actor: str, catalog_revision: int) -> None:
+        now = _now()
+        doc = _json.encode(product)
+        await self.conn.execute(
+            _upsert(
+                self.conn,
+                t.products,
+                {
+                    "id": product.id,
+                    "handle": product.handle,
+                    "title": product.title,
+                    "brand": product.brand,
+                    "category": product.category,
+                    "status": product.status.value,
+                    "revision": product.revision,
+                    "catalog_revision": catalog_revision,
+                    "updated_at": now,
+                    "doc": doc,
+                },
+                ["id"],
+            )
+        )
+        await self.conn.execute(delete(t.variants).where(t.variants.c.product_id == product.id))
+        await self.conn.execute(
+            insert(t.variants),
+            [{"sku": v.sku, "product_id": product.id, "gtin": v.gtin} for v in product.variants],
+        )
+        await self.conn.execute(
+            insert(t.product_revisions).values(
+                product_id=product.id, revision=product.revision, changed_at=now, actor=actor, doc=doc
+            )
+        )
+
+    async def page(
+        self,
+        *,
+        after: str | None,
+        limit: int,
+        status: str | None = None,
+        brand: str | None = None,
+        q: str | None = None,
+    ) -> list[Product]:
+        stmt = select(t.products.c.doc).order_by(t.products.c.id).limit(limit)
+        if after:
+            stmt = stmt.where(t.products.c.id > after)
+        if status:
+            stmt = stmt.where(t.products.c.status == status)
+        if brand:
+            stmt = stmt.where(t.products.c.brand == brand)
+        if q:
+            stmt = stmt.where(t.products.c.title.ilike(f"%{q}%"))
+        return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
+
+    async def all(self, status: str | None = None) -> list[Product]:
+        stmt = select(t.products.c.doc).order_by(t.products.c.id)
+        if status:
+            stmt = stmt.where(t.products.c.status == status)
+        return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
+
+    async def revisions(self, product_id: str) -> list[tuple[int, datetime, str]]:
+        rows = await self.conn.execute(
+            select(
+                t.product_revisions.c.revision, t.product_revisions.c.changed_at, t.product_revisions.c.actor
+            )
+            .where(t.product_revisions.c.product_id == product_id)
+            .order_by(t.product_revisions.c.revision)
+        )
+        return [(r, c, a) for r, c, a in rows]
+
+    async def next_catalog_revision(self) -> int:
+        result = await self.conn.execute(
+            update(t.catalog_state)
+            .where(t.catalog_state.c.id == 1)
+            .values(revision=t.catalog_state.c.revision + 1)
+            .returning(t.catalog_state.c.revision)
+        )
+        revision = result.scalar()
+        if revision is None:
+            await self.conn.execute(insert(t.catalog_state).values(id=1, revision=1))
+            return 1
+        return int(revision)
+
+    async def catalog_revision(self) -> int:
+        value = await self.conn.scalar(select(t.catalog_state.c.revision).where(t.catalog_state.c.id == 1))
+        return int(value or 0)
+
+
+class SqlStock:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def sync_locations(self, locations: Sequence[StockLocation]) -> None:
+        for loc in locations:
+            await self.conn.execute(
+                _upsert(
+                    self.conn,
+                    t.locations,
+                    {
+                        "id": loc.id,
+                        "name": loc.name,
+                        "kind": loc.kind.value,
+                        "pickup": loc.pickup,
+                        "preparation_minutes": loc.preparation_minutes,
+                        "store_code": loc.store_code,
+                        "address": loc.address,
+                    },
+                    ["id"],
+                )
+            )
+
+    async def levels(
+        self, skus: Sequence[str], location_ids: Sequence[str] | None = None, now: datetime | None = None
+    ) -> list[StockLevel]:
+        sl = t.stock_levels
+        stmt = select(sl.c.sku, sl.c.location_id, sl.c.on_hand, sl.c.reserved).where(sl.c.sku.in_(list(skus)))
+        if location_ids is not None:
+            stmt = stmt.where(sl.c.location_id.in_(list(location_ids)))
+        rows = (await self.conn.execute(stmt.order_by(sl.c.sku, sl.c.location_id))).all()
+        expired: dict[tuple[str, str], int] = {}
+        if now is not None and rows:
+            r = t.reservations
+            exp = await self.conn.execute(
+                select(r.c.sku, r.c.location_id, func.sum(r.c.quantity))
+                .where(
+                    r.c.sku.in_(list(skus)),
+                    r.c.status == ReservationStatus.ACTIVE.value,
+                    r.c.expires_at <= now,
+                )
+                .group_by(r.c.sku, r.c.location_id)
+            )
+            expired = {(s, loc): int(q) for s, loc, q in exp}
+        return [
+            StockLevel(sku=s, location_id=loc, on_hand=oh, reserved=res - expired.get((s, loc), 0))
+            for s, loc, oh, res in rows
+        ]
+
+    async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
+        sl = t.stock_levels
+        result = await self.conn.execute(
+            update(sl)
+            .where(
+                sl.c.sku == sku,
+                sl.c.location_id == location_id,
+                sl.c.on_hand + delta >= sl.c.reserved,
+                sl.c.on_hand + delta >= 0,
+            )
+            .values(on_hand=sl.c.on_hand + delta)
+            .returning(sl.c.on_hand, sl.c.reserved)
+        )
+        row = result.first()
+        if row is None:
+            exists = await self.conn.scalar(
+                select(func.count()).select_from(sl).where(sl.c.sku == sku, sl.c.location_id == location_id)
+            )
+            if exists or delta < 0:
+                return None
+            try:
+                async with self.conn.begin_nested():
+                    await self.conn.execute(
+                        insert(sl).values(sku=sku, location_id=location_id, on_hand=delta, reserved=0)
+                    )
+            except IntegrityError:  # created concurrently: apply the delta to that row
+                return await self.adjust(sku, location_id, delta)
+            return StockLevel(sku=sku, location_id=location_id, on_hand=delta, reserved=0)
+        return StockLevel(sku=sku, location_id=location_id, on_hand=row[0], reserved=row[1])
+
+    async def take(self, sku: str, location_id: str, quantity: int) -> bool:
+        sl = t.stock_levels
+        result = await self.conn.execute(
+            update(sl)
+            .where(sl.c.sku == sku, sl.c.location_id == location_id, sl.c.on_hand - sl.c.reserved >= quantity)
+            .values(on_hand=sl.c.on_hand - quantity)
+        )
+        return result.rowcount == 1
+
+    async def put_back(self, sku: str, location_id: str, quantity: int) -> None:
+        if await self.adjust(sku, location_id, quantity) is None:
+            raise RuntimeError(f"could not return {quantity} x {sku} to {location_id}")
+
+    async def reserve(self, reservation: Reservation) -> bool:
+        sl = t.stock_levels
+        result = await self.conn.execute(
+            update(sl)
+            .where(
+                sl.c.sku == reservation.sku,
+                sl.c.location_id == reservation.location_id,
+                sl.c.on_hand - sl.c.reserved >= reservation.quantity,
+            )
+            .values(reserved=sl.c.reserved + reservation.quantity)
+        )
+        if result.rowcount != 1:
+            return False
+        await self.conn.execute(
+            insert(t.reservations).values(
+                id=reservation.id,
+                sku=reservation.sku,
+                location_id=reservation.location_id,
+                quantity=reservation.quantity,
+                expires_at=reservation.expires_at,
+                status=ReservationStatus.ACTIVE.value,
+                reference=reservation.reference,
+            )
+        )
+        return True
+
+    async def _end(
+        self, reservation_id: str, status: ReservationStatus, sold: bool, now: datetime | None = None
+    ) -> bool:
+        r = t.reservations
+        cond = [r.c.id == reservation_id, r.c.status == ReservationStatus.ACTIVE.value]
+        if sold and now is not None:
+            cond.append(r.c.expires_at > now)
+        result = await self.conn.execute(
+            update(r)
+            .where(*cond)
+            .values(status=status.value)
+            .returning(r.c.sku, r.c.location_id, r.c.quantity)
+        )
+        row = result.first()
+        if row is None:
+            return False
+        sku, location_id, quantity = row
+        sl = t.stock_levels
+        values: dict[str, Any] = {"reserved": sl.c.reserved - quantity}
+        if sold:
+            values["on_hand"] = sl.c.on_hand - quantity
+        await self.conn.execute(
+            update(sl).where(sl.c.sku == sku, sl.c.location_id == location_id).values(**values)
+        )
+        return True
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._end(reservation_id, ReservationStatus.RELEASED, sold=False)
+
+    async def commit_reservation(self, reservation_id: str, now: datetime) -> bool:
+        return await self._end(reservation_id, ReservationStatus.COMMITTED, sold=True, now=now)
+
+    async def sweep_expired(
+        self, now: datetime, sku: str | None = None, location_id: str | None = None
+    ) -> int:
+        r = t.reservations
+        cond = [r.c.status == ReservationStatus.ACTIVE.value, r.c.expires_at <= now]
+        if sku is not None:
+            cond.append(r.c.sku == sku)
+        if location_id is not None:
+            cond.append(r.c.location_id == location_id)
+        result = await self.conn.execute(
+            update(r)
+            .where(*cond)
+            .values(status=ReservationStatus.EXPIRED.value)
+            .returning(r.c.sku, r.c.location_id, r.c.quantity)
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for s, loc, q in result:
+            totals[(s, loc)] = totals.get((s, loc), 0) + q
+        sl = t.stock_levels
+        for (s, loc), q in totals.items():
+            await self.conn.execute(
+                update(sl).where(sl.c.sku == s, sl.c.location_id == loc).values(reserved=sl.c.reserved - q)
+            )
+        return sum(totals.values())
+
+    async def reservations(self, reference: str) -> list[Reservation]:
+        r = t.reservations
+        rows = await self.conn.execute(select(r).where(r.c.reference == reference).order_by(r.c.id))
+        return [
+            Reservation(
+                id=x.id,
+                sku=x.sku,
+                location_id=x.location_id,
+                quantity=x.quantity,
+                expires_at=x.expires_at,
+                status=ReservationStatus(x.status),
+                reference=x.reference,
+            )
+            for x in rows
+        ]
+
+
+class SqlCarts:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, cart_id: str) -> Cart | None:
+        row = (await self.conn.execute(select(t.carts).where(t.carts.c.id == cart_id))).first()
+        if row is None:
+            return None
+        lines = await self.conn.execute(
+            select(t.cart_lines.c.sku, t.cart_lines.c.quantity)
+            .where(t.cart_lines.c.cart_id == cart_id)
+            .order_by(t.cart_lines.c.position)
+        )
+        return Cart(
+            id=row.id,
+            currency=row.currency,
+            channel=row.channel,
+            channels=tuple(_str_list.decode(row.channels)),
+            customer_id=row.customer_id,
+            status=CartStatus(row.status),
+            lines=tuple(CartLine(sku=s, quantity=q) for s, q in lines),
+            coupon=row.coupon,
+            attribution=_str_dict.decode(row.attribution),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            version=row.version,
+        )
+
+    def _row(self, cart: Cart) -> dict[str, Any]:
+        return {
+            "currency": cart.currency,
+            "channel": cart.channel,
+            "channels": _json.encode(list(cart.channels)).decode(),
+            "customer_id": cart.customer_id,
+            "status": cart.status.value,
+            "coupon": cart.coupon,
+            "attribution": _json.encode(cart.attribution).decode(),
+            "created_at": cart.created_at,
+            "updated_at": cart.updated_at,
+            "version": cart.version,
+        }
+
+    async def _write_lines(self, cart: Cart) -> None:
+        await self.conn.execute(delete(t.cart_lines).where(t.cart_lines.c.cart_id == cart.id))
+        if cart.lines:
+            await self.conn.execute(
+                insert(t.cart_lines),
+                [
+                    {"cart_id": cart.id, "position": i, "sku": line.sku, "quantity": line.quantity}
+                    for i, line in enumerate(cart.lines)
+                ],
+            )
+
+    async def insert(self, cart: Cart) -> None:
+        await self.conn.execute(insert(t.carts).values(id=cart.id, **self._row(cart)))
+        await self._write_lines(cart)
+
+    async def update(self, cart: Cart, expected_version: int) -> bool:
+        result = await self.conn.execute(
+            update(t.carts)
+            .where(t.carts.c.id == cart.id, t.carts.c.version == expected_version)
+            .values(**self._row(cart))
+        )
+        if result.rowcount != 1:
+            return False
+        await self._write_lines(cart)
+        return True
+
+    async def open_for_customer(self, customer_id: str) -> Cart | None:
+        cart_id = await self.conn.scalar(
+            select(t.carts.c.id)
+            .where(t.carts.c.customer_id == customer_id, t.carts.c.status == CartStatus.OPEN.value)
+            .order_by(t.carts.c.updated_at.desc())
+            .limit(1)
+        )
+        return await self.get(cart_id) if cart_id else None
+
+
+class SqlOrders:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _load(self, rows: Sequence[Any]) -> list[Order]:
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        lines: dict[str, list[OrderLine]] = {i: [] for i in ids}
+        ol = t.order_lines
+        for x in await self.conn.execute(
+            select(ol).where(ol.c.order_id.in_(ids)).order_by(ol.c.order_id, ol.c.line_no)
+        ):
+            lines[x.order_id].append(
+                OrderLine(
+                    line_no=x.line_no,
+                    sku=x.sku,
+                    title=x.title,
+                    quantity=x.quantity,
+                    unit_price=x.unit_price,
+                    total=x.total,
+                    location_id=x.location_id,
+                    quantity_returned=x.quantity_returned,
+                    quantity_refunded=x.quantity_refunded,
+                )
+            )
+        return [
+            Order(
+                id=r.id,
+                number=r.number,
+                channel=r.channel,
+                external_ref=r.external_ref,
+                customer_id=r.customer_id,
+                status=OrderStatus(r.status),
+                fulfilment=Fulfilment(r.fulfilment),
+                pickup_location_id=r.pickup_location_id,
+                ready_by=r.ready_by,
+                currency=r.currency,
+                subtotal=r.subtotal,
+                discount=r.discount,
+                total=r.total,
+                lines=tuple(lines[r.id]),
+                email=r.email,
+                phone=r.phone,
+                cart_id=r.cart_id,
+                attribution=_str_dict.decode(r.attribution),
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+            )
+            for r in rows
+        ]
+
+    async def _one(self, *cond: Any) -> Order | None:
+        rows = (await self.conn.execute(select(t.orders).where(*cond))).all()
+        found = await self._load(rows)
+        return found[0] if found else None
+
+    async def get(self, order_id: str) -> Order | None:
+        return await self._one(t.orders.c.id == order_id)
+
+    async def get_by_number(self, number: str) -> Order | None:
+        return await self._one(t.orders.c.number == number)
+
+    async def get_by_external_ref(self, channel: str, external_ref: str) -> Order | None:
+        return await self._one(t.orders.c.channel == channel, t.orders.c.external_ref == external_ref)
+
+    async def insert(self, order: Order) -> bool:
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(
+                    insert(t.orders).values(
+                        id=order.id,
+                        number=order.number,
+                        channel=order.channel,
+                        external_ref=order.external_ref,
+                        customer_id=order.customer_id,
+                        status=order.status.value,
+                        fulfilment=order.fulfilment.value,
+                        pickup_location_id=order.pickup_location_id,
+                        ready_by=order.ready_by,
+                        currency=order.currency,
+                        subtotal=order.subtotal,
+                        discount=order.discount,
+                        total=order.total,
+                        email=order.email,
+                        phone=order.phone,
+                        cart_id=order.cart_id,
+                        attribution=_json.encode(order.attribution).decode(),
+                        created_at=order.created_at,
+                        updated_at=order.updated_at,
+                    )
+                )
+        except IntegrityError:
+            return False
+        await self.conn.execute(
+            insert(t.order_lines),
+            [
+                {
+                    "order_id": order.id,
+                    "line_no": x.line_no,
+                    "sku": x.sku,
+                    "title": x.title,
+                    "quantity": x.quantity,
+                    "unit_price": x.unit_price,
+                    "total": x.total,
+                    "location_id": x.location_id,
+                    "quantity_returned": x.quantity_returned,
+                    "quantity_refunded": x.quantity_refunded,
+                }
+                for x in order.lines
+            ],
+        )
+        return True
+
+    async def set_status(self, order_id: str, expected: OrderStatus, new: OrderStatus, now: datetime) -> bool:
+        result = await self.conn.execute(
+            update(t.orders)
+            .where(t.orders.c.id == order_id, t.orders.c.status == expected.value)
+            .values(status=new.value, updated_at=now)
+        )
+        return result.rowcount == 1
+
+    async def add_returned(self, order_id: str, line_no: int, quantity: int) -> bool:
+        ol = t.order_lines
+        result = await self.conn.execute(
+            update(ol)
+            .where(
+                ol.c.order_id == order_id,
+                ol.c.line_no == line_no,
+                ol.c.quantity_returned + quantity <= ol.c.quantity,
+            )
+            .values(quantity_returned=ol.c.quantity_returned + quantity)
+        )
+        return result.rowcount == 1
+
+    async def for_customer(self, customer_id: str, *, after: str | None, limit: int) -> list[Order]:
+        stmt = select(t.orders).where(t.orders.c.customer_id == customer_id)
+        if after:
+            stmt = stmt.where(t.orders.c.id < after)
+        rows = (await self.conn.execute(stmt.order_by(t.orders.c.id.desc()).limit(limit))).all()
+        return await self._load(rows)
+
+    async def page(
+        self, *, after: str | None, limit: int, channel: str | None = None, status: str | None = None
+    ) -> list[Order]:
+        stmt = select(t.orders)
+        if after:
+            stmt = stmt.where(t.orders.c.id < after)
+        if channel:
+            stmt = stmt.where(t.orders.c.channel == channel)
+        if status:
+            stmt = stmt.where(t.orders.c.status == status)
+        rows = (await self.conn.execute(stmt.order_by(t.orders.c.id.desc()).limit(limit))).all()
+        return await self._load(rows)
+
+
+class SqlCustomers:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def get(self, customer_id: str) -> Customer | None:
+        row = (await self.conn.execute(select(t.customers).where(t.customers.c.id == customer_id))).first()
+        if row is None:
+            return None
+        ids = await self.conn.execute(
+            select(t.identities.c.kind, t.identities.c.value, t.identities.c.namespace)
+            .where(t.identities.c.customer_id == customer_id)
+            .order_by(t.identities.c.linked_at, t.identities.c.kind)
+        )
+        return Customer(
+            id=row.id,
+            name=row.name,
+            tier=row.tier,
+            created_at=row.created_at,
+            merged_into=row.merged_into,
+            identities=tuple(Identity(kind=IdentityKind(k), value=v, namespace=n) for k, v, n in ids),
+        )
+
+    async def insert(self, customer: Customer) -> None:
+        await self.conn.execute(
+            insert(t.customers).values(
+                id=customer.id, name=customer.name, tier=customer.tier, created_at=customer.created_at
+            )
+        )
+
+    async def find(self, identity: Identity) -> str | None:
+        i = t.identities
+        return await self.conn.scalar(
+            select(i.c.customer_id).where(
+                i.c.kind == identity.kind.value,
+                i.c.namespace == identity.namespace,
+                i.c.value == identity.value,
+            )
+        )
+
+    async def link(self, identity: Identity, customer_id: str, channel: str, now: datetime) -> bool:
+        owner = await self.find(identity)
+        if owner is not None:
+            return owner == customer_id
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(
+                    insert(t.identities).values(
+                        kind=identity.kind.value,
+                        namespace=identity.namespace,
+                        value=identity.value,
+                        customer_id=customer_id,
+                        linked_at=now,
+                        channel=channel,
+                    )
+                )
+        except IntegrityError:
+            return await self.find(identity) == customer_id
+        return True
+
+    async def set_tier(self, customer_id: str, tier: str | None) -> None:
+        await self.conn.execute(update(t.customers).where(t.customers.c.id == customer_id).values(tier=tier))
+
+    async def set_name(self, customer_id: str, name: str) -> None:
+        await self.conn.execute(update(t.customers).where(t.customers.c.id == customer_id).values(name=name))
+
+    async def password_hash(self, customer_id: str) -> str | None:
+        return await self.conn.scalar(
+            select(t.customers.c.password_hash).where(t.customers.c.id == customer_id)
+        )
+
+    async def set_password_hash(self, customer_id: str, password_hash: str) -> None:
+        await self.conn.execute(
+            update(t.customers).where(t.customers.c.id == customer_id).values(password_hash=password_hash)
+        )
+
+    async def merge(self, source_id: str, target_id: str) -> tuple[int, int, int]:
+        moved = []
+        for table in (t.orders, t.carts, t.identities):
+            result = await self.conn.execute(
+                update(table).where(table.c.customer_id == source_id).values(customer_id=target_id)
+            )
+            moved.append(result.rowcount)
+        for table in (t.events, t.customer_sessions):
+            await self.conn.execute(
+                update(table).where(table.c.customer_id == source_id).values(customer_id=target_id)
+            )
+        await self.conn.execute(
+            update(t.customers)
+            .where(t.customers.c.id == source_id)
+            .values(merged_into=target_id, password_hash=None)
+        )
+        # Anything merged into the source earlier now points at the survivor too.
+        await self.conn.execute(
+            update(t.customers).where(t.customers.c.merged_into == source_id).values(merged_into=target_id)
+        )
+        return moved[0], moved[1], moved[2]
+
+
+class SqlEventLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def record(self, event: Event) -> int:
+        subject = event.subject
+        result = await self.conn.execute(
+            insert(t.events)
+            .values(
+                id=event.id,
+                type=event.type,
+                occurred_at=event.occurred_at,
+                channel=event.channel,
+                actor=event.actor,
+                customer_id=event.customer_id,
+                order_id=subject.get("order_id"),
+                cart_id=subject.get("cart_id"),
+                payload=encode_event(event),
+            )
+            .returning(t.events.c.seq)
+        )
+        seq = int(result.scalar_one())
+        await self.conn.execute(
+            insert(t.outbox).values(
+                event_seq=seq, status="pending", attempts=0, available_at=event.occurred_at
+            )
+        )
+        return seq
+
+    async def _list(self, *cond: Any, after: int | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
+        stmt = select(t.events.c.seq, t.events.c.type, t.events.c.payload).where(*cond)
+        if after is not None:
+            stmt = stmt.where(t.events.c.seq > after)
+        rows = await self.conn.execute(stmt.order_by(t.events.c.seq).limit(limit))
+        return [(seq, decode_event(payload, typ)) for seq, typ, payload in rows]
+
+    async def for_customer(
+        self,
+        customer_id: str,
+        *,
+        after: int | None = None,
+        limit: int = 50,
+        types: Sequence[str] = (),
+        channels: Sequence[str] = (),
+    ) -> list[tuple[int, Event]]:
+        cond: list[Any] = [t.events.c.customer_id == customer_id]
+        if types:
+            cond.append(
+                or_(*[t.events.c.type == x if "." in x else t.events.c.type.like(f"{x}.%") for x in types])
+            )
+        if channels:
+            cond.append(t.events.c.channel.in_(list(channels)))
+        return await self._list(and_(*cond), after=after, limit=limit)
+
+    async def for_order(self, order_id: str) -> list[tuple[int, Event]]:
+        return await self._list(t.events.c.order_id == order_id)
+
+    async def for_cart(self, cart_id: str) -> list[tuple[int, Event]]:
+        return await self._list(t.events.c.cart_id == cart_id)
+
+    async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
+        await self.conn.execute(
+            update(t.events)
+            .where(t.events.c.cart_id == cart_id, t.events.c.customer_id.is_(None))
+            .values(customer_id=customer_id)
+        )
+
+
+class SqlTransaction:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.products = SqlProducts(conn)
+        self.stock = SqlStock(conn)
+        self.carts = SqlCarts(conn)
+        self.orders = SqlOrders(conn)
+        self.customers = SqlCustomers(conn)
+        self.events = SqlEventLog(conn)
+
+
+class SqlUnitOfWork:
+    """``UnitOfWork`` over a ``Database``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[SqlTransaction]:
+        async with self.db.write() as conn:
+            yield SqlTransaction(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlTransaction]:
+        async with self.db.read() as conn:
+            yield SqlTransaction(conn)

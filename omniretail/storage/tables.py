@@ -1,0 +1,356 @@
+"""The relational schema, as SQLAlchemy Core tables. Alembic migrations are generated from it.
+
+Products are stored as a msgspec JSON document (``doc``) plus the columns we filter and join on;
+everything the state machine or a conditional UPDATE touches is a real column.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone: store naive UTC, read aware)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def ts(name: str, **kw: Any) -> Column[datetime]:
+    return Column(name, UTCDateTime(), **kw)
+
+
+# -- catalog -----------------------------------------------------------------------------------
+
+catalog_state = Table(
+    "catalog_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # Bumped in the same transaction as any catalog change: read models and ETags key on it.
+    Column("revision", BigInteger, nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("handle", String(100), nullable=False, unique=True),
+    Column("title", String(300), nullable=False),
+    Column("brand", String(200)),
+    Column("category", String(200)),
+    Column("status", String(20), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("catalog_revision", BigInteger, nullable=False, index=True),
+    ts("updated_at", nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+)
+
+product_revisions = Table(
+    "product_revisions",
+    metadata,
+    Column("product_id", String(40), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    ts("changed_at", nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+)
+
+variants = Table(
+    "variants",
+    metadata,
+    Column("sku", String(50), primary_key=True),
+    Column(
+        "product_id", String(40), ForeignKey("products.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("gtin", String(14), index=True),
+)
+
+# -- inventory ---------------------------------------------------------------------------------
+
+locations = Table(
+    "locations",
+    metadata,
+    Column("id", String(50), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("pickup", Boolean, nullable=False),
+    Column("preparation_minutes", Integer, nullable=False),
+    Column("store_code", String(60)),
+    Column("address", Text, nullable=False, default=""),
+)
+
+stock_levels = Table(
+    "stock_levels",
+    metadata,
+    Column("sku", String(50), primary_key=True),
+    Column("location_id", String(50), ForeignKey("locations.id"), primary_key=True),
+    Column("on_hand", Integer, nullable=False),
+    # Sum of ACTIVE reservations; expired ones are swept by the same conditional statements.
+    Column("reserved", Integer, nullable=False, default=0),
+    CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
+    CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="reserved_within_on_hand"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("sku", String(50), nullable=False),
+    Column("location_id", String(50), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    ts("expires_at", nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reference", String(80), nullable=False, default=""),
+    Index("ix_reservations_stock_active", "sku", "location_id", "status"),
+    Index("ix_reservations_reference", "reference"),
+)
+
+# -- customers ---------------------------------------------------------------------------------
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("tier", String(40)),
+    ts("created_at", nullable=False),
+    Column("merged_into", String(40)),
+    Column("password_hash", String(200)),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("kind", String(30), primary_key=True),
+    Column("namespace", String(60), primary_key=True, default=""),
+    Column("value", String(200), primary_key=True),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False, index=True),
+    ts("linked_at", nullable=False),
+    Column("channel", String(60), nullable=False),
+)
+
+# -- carts -------------------------------------------------------------------------------------
+
+carts = Table(
+    "carts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("channel", String(60), nullable=False),
+    Column("channels", Text, nullable=False),  # JSON list, origin first
+    Column("customer_id", String(40), index=True),
+    Column("status", String(20), nullable=False),
+    Column("coupon", String(60)),
+    Column("attribution", Text, nullable=False, default="{}"),
+    ts("created_at", nullable=False),
+    ts("updated_at", nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+cart_lines = Table(
+    "cart_lines",
+    metadata,
+    Column("cart_id", String(40), ForeignKey("carts.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("sku", String(50), nullable=False),
+    Column("quantity", Integer, nullable=False),
+)
+
+# -- orders ------------------------------------------------------------------------------------
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("number", String(20), nullable=False, unique=True),
+    Column("channel", String(60), nullable=False, index=True),
+    Column("external_ref", String(120)),
+    Column("customer_id", String(40), index=True),
+    Column("status", String(30), nullable=False),
+    Column("fulfilment", String(30), nullable=False),
+    Column("pickup_location_id", String(50)),
+    ts("ready_by"),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal", BigInteger, nullable=False),
+    Column("discount", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("email", String(200)),
+    Column("phone", String(40)),
+    Column("cart_id", String(40), unique=True),
+    Column("attribution", Text, nullable=False, default="{}"),
+    ts("created_at", nullable=False, index=True),
+    ts("updated_at", nullable=False),
+    # External order ids are idempotent: one order per (channel, external id).
+    UniqueConstraint("channel", "external_ref", name="uq_orders_channel_external_ref"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("order_id", String(40), ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(50), nullable=False),
+    Column("title", String(300), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("location_id", String(50), nullable=False),
+    Column("quantity_returned", Integer, nullable=False, default=0),
+    Column("quantity_refunded", Integer, nullable=False, default=0),
+    CheckConstraint("quantity_returned <= quantity", name="returned_within_quantity"),
+    CheckConstraint("quantity_refunded <= quantity", name="refunded_within_quantity"),
+)
+
+# -- events and outbox -------------------------------------------------------------------------
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("type", String(60), nullable=False),
+    ts("occurred_at", nullable=False),
+    Column("channel", String(60), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("customer_id", String(40)),
+    Column("order_id", String(40)),
+    Column("cart_id", String(40)),
+    Column("payload", LargeBinary, nullable=False),
+    Index("ix_events_customer", "customer_id", "seq"),
+    Index("ix_events_order", "order_id", "seq"),
+    Index("ix_events_cart", "cart_id", "seq"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("event_seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("status", String(20), nullable=False),  # pending | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    ts("available_at", nullable=False),
+    ts("locked_until"),
+    Column("locked_by", String(80)),
+    Column("last_error", Text),
+    Index("ix_outbox_pending", "status", "available_at"),
+)
+
+# -- gateway: keys, sessions, idempotency, outbound webhooks ------------------------------------
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # SHA-256 of the key. Keys carry 256 random bits, so a fast hash is safe and keeps auth cheap.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(20), nullable=False),
+    Column("channel", String(60), nullable=False),
+    Column("scopes", Text, nullable=False),  # space-separated
+    Column("name", String(200), nullable=False, default=""),
+    ts("created_at", nullable=False),
+    ts("revoked_at"),
+)
+
+customer_sessions = Table(
+    "customer_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("customer_id", String(40), nullable=False, index=True),
+    Column("channel", String(60), nullable=False),
+    ts("created_at", nullable=False),
+    ts("expires_at", nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner", String(80), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(20), nullable=False),  # in_flight | done
+    Column("response_status", Integer),
+    Column("response_headers", Text),
+    Column("response_body", LargeBinary),
+    ts("created_at", nullable=False),
+    ts("expires_at", nullable=False, index=True),
+)
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),  # space-separated; "*" for all
+    # Standard Webhooks signing secret (whsec_...), shown once at creation.
+    Column("secret", String(200), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    ts("created_at", nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("subscription_id", String(40), nullable=False, index=True),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    ts("next_attempt_at", nullable=False),
+    ts("locked_until"),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    ts("delivered_at"),
+    UniqueConstraint("subscription_id", "event_seq", name="uq_webhook_deliveries_sub_event"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
+inbound_deliveries = Table(
+    "inbound_deliveries",
+    metadata,
+    # Webhook deliveries received from channels, deduplicated on (channel, delivery id).
+    Column("channel", String(60), primary_key=True),
+    Column("delivery_id", String(200), primary_key=True),
+    ts("received_at", nullable=False),
+    Column("result", Text),
+)

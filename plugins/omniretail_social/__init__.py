@@ -1,0 +1,4 @@
+"""Social commerce channel for omniretail.
+
+Meta and tiktok catalog csv, shoppable links with attribution, signed webhooks.
+"""

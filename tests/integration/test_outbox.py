@@ -1,0 +1,129 @@
+"""Events reach the plugins' notification hooks after commit, at least once, with retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from omniretail import hookimpl
+from omniretail.domain.events import Event, OrderPlaced
+from omniretail.kernel import Kernel
+from omniretail.services.clock import FakeClock
+from omniretail.storage import tables as t
+from omniretail.storage.outbox import OutboxStore
+from omniretail.worker import OutboxWorker, backoff_delay
+from tests.conftest import store_config
+from tests.integration.helpers import buy, draft
+
+
+class Recorder:
+    """A test plugin: records every notification; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self.placed: list[str] = []
+        self.fail_next = 0
+
+    @hookimpl
+    def event_committed(self, event: Event, kernel: Kernel) -> Any:
+        async def note() -> None:
+            if self.fail_next:
+                self.fail_next -= 1
+                raise RuntimeError("receiver down")
+            self.committed.append(event.id)
+
+        return note()
+
+    @hookimpl
+    def order_placed(self, event: OrderPlaced, kernel: Kernel) -> None:
+        self.placed.append(event.number)
+
+
+@pytest.fixture
+async def recorded(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Kernel, Recorder]]:
+    recorder = Recorder()
+    kernel = Kernel.from_config(store_config(db_url), plugins=[recorder], base_dir=str(tmp_path), clock=clock)
+    async with kernel:
+        yield kernel, recorder
+
+
+async def test_events_are_delivered_after_commit_in_order(recorded: tuple[Kernel, Recorder]) -> None:
+    kernel, recorder = recorded
+    await kernel.catalog.create(draft("OB-1"))
+    await kernel.inventory.adjust("OB-1", "wh", 3)
+    order = await buy(kernel, {"OB-1": 1})
+    assert recorder.committed == []  # nothing is delivered inside the transaction
+    worker = OutboxWorker(kernel)
+    delivered = await worker.drain()
+    assert delivered == len(recorder.committed) >= 5
+    assert recorder.placed == [order.number]
+    async with kernel.db.read() as conn:
+        ids = (await conn.scalars(select(t.events.c.id).order_by(t.events.c.seq))).all()
+    assert recorder.committed == list(ids)
+    assert await worker.drain() == 0
+    assert await OutboxStore(kernel.db).counts() == {"done": delivered}
+
+
+async def test_a_failing_hook_is_retried_with_backoff_then_given_up(
+    recorded: tuple[Kernel, Recorder], clock: FakeClock
+) -> None:
+    kernel, recorder = recorded
+    await kernel.catalog.create(draft("OB-2"))
+    recorder.fail_next = 1
+    worker = OutboxWorker(kernel)
+    assert await worker.run_once() == 1
+    assert recorder.committed == []
+    assert await worker.run_once() == 0  # not due yet: backing off
+    clock.advance(seconds=kernel.config.worker.backoff_seconds * 2 + 1)
+    assert await worker.run_once() == 1
+    assert len(recorder.committed) == 1
+    # A receiver that never recovers: given up after max_attempts, marked failed.
+    await kernel.catalog.create(draft("OB-3"))
+    recorder.fail_next = 10_000
+    for _ in range(kernel.config.worker.max_attempts + 2):
+        await worker.run_once()
+        clock.advance(hours=2)
+    counts = await OutboxStore(kernel.db).counts()
+    assert counts.get("failed") == 1
+
+
+def test_backoff_has_full_jitter_and_grows() -> None:
+    import random
+
+    rng = random.Random(7)
+    delays = [backoff_delay(5, 2.0, rng) for _ in range(200)]
+    assert 0 <= min(delays) < 10 and 50 < max(delays) <= 64
+    assert len(set(delays)) > 150  # jittered, not a fixed schedule
+    assert backoff_delay(100, 2.0, rng) <= 3600
+
+
+async def test_a_crashed_workers_lease_runs_out_and_another_delivers(
+    recorded: tuple[Kernel, Recorder], clock: FakeClock
+) -> None:
+    kernel, recorder = recorded
+    await kernel.catalog.create(draft("OB-4"))
+    crashed = OutboxStore(kernel.db)
+    claimed = await crashed.claim("dead-worker", clock(), limit=10, lease_seconds=30)
+    assert len(claimed) == 1
+    live = OutboxWorker(kernel, name="live")
+    assert await live.run_once() == 0  # leased by the dead worker
+    clock.advance(seconds=31)
+    assert await live.run_once() == 1
+    assert len(recorder.committed) == 1
+
+
+async def test_concurrent_claimers_take_disjoint_batches(recorded: tuple[Kernel, Recorder]) -> None:
+    kernel, _ = recorded
+    for i in range(30):
+        await kernel.catalog.create(draft(f"OB-C{i}"))
+    store = OutboxStore(kernel.db)
+    batches = await asyncio.gather(
+        *(store.claim(f"w{i}", kernel.clock(), limit=7, lease_seconds=60) for i in range(6))
+    )
+    seqs = [seq for batch in batches for seq, _, _ in batch]
+    assert len(seqs) == len(set(seqs)) == 30
