@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -75,8 +76,13 @@ def main(ctx: click.Context, config: Path | None) -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing omniretail.toml.")
 @click.option("--no-sample", is_flag=True, help="Do not load the sample catalog.")
+@click.option(
+    "--database-url",
+    default=None,
+    help="Database for the starter config (default: a SQLite file; e.g. env:OMNIRETAIL_DATABASE_URL).",
+)
 @handles_config_errors
-def init(directory: Path, force: bool, no_sample: bool) -> None:
+def init(directory: Path, force: bool, no_sample: bool, database_url: str | None) -> None:
     """Write a starter omniretail.toml (five channels, SQLite) and load a sample catalog."""
     from omniretail.kernel import Kernel
     from omniretail.starter import STARTER_TOML, load_catalog, sample_catalog
@@ -85,11 +91,18 @@ def init(directory: Path, force: bool, no_sample: bool) -> None:
     path = directory / DEFAULT_CONFIG_NAME
     if path.exists() and not force:
         raise click.ClickException(f"{path} exists (use --force to overwrite)")
-    path.write_text(STARTER_TOML, encoding="utf-8")
+    text = STARTER_TOML
+    if database_url:
+        text = text.replace('url = "sqlite:///omniretail.db"', f"url = {json.dumps(database_url)}")
+    path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {path}")
 
     async def go() -> None:
         async with Kernel.from_path(path) as kernel:
+            if not kernel.db.is_sqlite:
+                from omniretail.storage import migrate
+
+                await migrate.upgrade(kernel.db)
             if not no_sample:
                 products, rows = await load_catalog(kernel, sample_catalog())
                 click.echo(f"loaded {products} products and {rows} stock levels into {kernel.db.url}")
@@ -163,6 +176,125 @@ def worker(ctx: click.Context, once: bool) -> None:
             await w.run(stop)
 
     run(go())
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: gateway.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: gateway.port, 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: gateway.workers).")
+@click.pass_context
+@handles_config_errors
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the gateway (Litestar on granian)."""
+    import os
+
+    from omniretail.config import find_config
+
+    kernel = kernel_from(ctx)  # validates the whole configuration before anything starts
+    from omniretail.gateway.app import plugin_routers
+
+    plugin_routers(kernel)  # and the plugins' routes
+    settings = kernel.config.gateway
+    path = find_config(ctx.obj.get("config"))
+    if path is not None:
+        os.environ["OMNIRETAIL_CONFIG"] = str(path.resolve())
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    server = Granian(
+        "omniretail.gateway.asgi:app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=host or settings.host,
+        port=port or settings.port,
+        workers=workers or settings.workers,
+        log_access=False,
+    )
+    click.echo(
+        f"omniretail gateway on http://{host or settings.host}:{port or settings.port} "
+        f"({kernel.db.dialect}, channels: {', '.join(sorted(kernel.channels)) or 'none'})"
+    )
+    server.serve()
+
+
+@main.group()
+def keys() -> None:
+    """API keys (stored hashed; a key is bound to one channel and scopes)."""
+
+
+@keys.command("create")
+@click.option("--channel", required=True, help="The channel the key belongs to (or 'admin').")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["storefront", "admin"]),
+    help="Scope(s); default storefront (admin for --channel admin).",
+)
+@click.option("--name", default="", help="A label for people.")
+@click.pass_context
+@handles_config_errors
+def keys_create(ctx: click.Context, channel: str, scopes: tuple[str, ...], name: str) -> None:
+    """Create a key. The key itself is printed alone on the last line, once."""
+    from omniretail.gateway.keys import KeyStore
+
+    kernel = kernel_from(ctx)
+    if channel != "admin" and channel not in kernel.channels:
+        enabled = ", ".join(sorted(kernel.channels)) or "none"
+        raise click.BadParameter(
+            f"no enabled channel {channel!r} (enabled: {enabled}, or admin)", param_hint="--channel"
+        )
+    chosen = scopes or (("admin",) if channel == "admin" else ("storefront",))
+
+    async def go() -> str:
+        async with kernel:
+            key, secret = await KeyStore(kernel.db).create(channel, chosen, name=name, now=kernel.clock())
+        click.echo(f"created key {key.id} for channel {channel} with scope(s) {' '.join(key.scopes)}")
+        return secret
+
+    click.echo(run(go()))
+
+
+@main.group()
+def catalog() -> None:
+    """The catalog: import products (and stock)."""
+
+
+@catalog.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+@handles_config_errors
+def catalog_import(ctx: click.Context, file: Path) -> None:
+    """Import FILE: CSV (one row per variant) or JSON (a list of products, or
+    {"products": [...], "stock": [{sku, location_id, on_hand}]}). All or nothing."""
+    from omniretail.domain.errors import DomainError
+    from omniretail.starter import load_catalog
+
+    kernel = kernel_from(ctx)
+    text = file.read_text(encoding="utf-8-sig")
+
+    async def go() -> None:
+        async with kernel:
+            if file.suffix.lower() == ".csv":
+                result = await kernel.catalog.import_csv(text, actor="cli")
+                for error in result.errors:
+                    click.echo(f"{file}:{error.row}: {error.field or ''}: {error.message}", err=True)
+                if result.errors:
+                    raise SystemExit(1)
+                click.echo(f"created {result.created}, updated {result.updated}, unchanged {result.unchanged}")
+                return
+            data = json.loads(text)
+            if isinstance(data, list):
+                result = await kernel.catalog.import_json(json.dumps(data).encode(), actor="cli")
+                click.echo(f"created {result.created}, updated {result.updated}, unchanged {result.unchanged}")
+            else:
+                products, rows = await load_catalog(kernel, data, actor="cli")
+                click.echo(f"imported {products} products and {rows} stock levels")
+
+    try:
+        run(go())
+    except (DomainError, ValueError) as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
 
 
 @main.command()

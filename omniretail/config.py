@@ -48,8 +48,8 @@ def _dec_hook(tp: type, value: Any) -> Any:
         if not isinstance(value, str) or not value.startswith("env:") or len(value) <= 4:
             raise ValueError("a secret must be written as env:NAME (secrets never live in the file)")
         name = value[4:]
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
+        if not os.environ.get(name):
+            raise ValueError(f"environment variable {name} is not set (or is empty)")
         return Secret(os.environ[name])
     raise NotImplementedError
 
@@ -128,7 +128,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     worker: WorkerSettings = WorkerSettings()
     inventory: InventorySettings = InventorySettings()
     locations: tuple[StockLocation, ...] = ()
-    channels: dict[str, ChannelConfig] = {}
+    channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
     #: Folder of the config file; relative paths (the SQLite file) resolve against it.
     base_dir: str = "."
     #: Where the config came from, for messages.
@@ -155,7 +155,7 @@ class _Document(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     worker: WorkerSettings = WorkerSettings()
     inventory: InventorySettings = InventorySettings()
     locations: tuple[StockLocation, ...] = ()
-    channels: dict[str, dict[str, Any]] = {}
+    channels: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -174,9 +174,7 @@ def _key_path(prefix: str, error: msgspec.ValidationError, data: Any = None) -> 
     if um := _UNKNOWN.match(message):
         return ConfigError(f"{key}.{um.group('field')}" if key else um.group("field"), "unknown key")
     if mm := _MISSING.match(message):
-        return ConfigError(
-            f"{key}.{mm.group('field')}" if key else mm.group("field"), "required key is missing"
-        )
+        return ConfigError(f"{key}.{mm.group('field')}" if key else mm.group("field"), "required key is missing")
     return ConfigError(key, message[:1].lower() + message[1:])
 
 

@@ -6,6 +6,7 @@ Build it with ``await Kernel.open(config_path)`` (CLI, gateway) or ``Kernel.from
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterable
@@ -15,9 +16,15 @@ from typing import Any
 import pluggy
 
 from omniretail.channel import ChannelContext, ChannelSpec
-from omniretail.config import Config, ConfigError, find_config, load_config, parse_config, read_toml
+from omniretail.config import Config, ConfigError, find_config, load_config, parse_config
 from omniretail.domain.customer import Customer
-from omniretail.host import call_notification, channel_hook, collect_channels, create_plugin_manager
+from omniretail.host import (
+    PluginError,
+    call_notification,
+    channel_hook,
+    collect_channels,
+    create_plugin_manager,
+)
 from omniretail.services.carts import CartService
 from omniretail.services.catalog import CatalogService
 from omniretail.services.clock import Clock, system_clock
@@ -46,7 +53,10 @@ class Kernel:
         self.hook = pm.hook
         self.clock = clock
         self.specs = specs
-        url = normalize_url(config.database.url, Path(config.base_dir))
+        try:
+            url = normalize_url(config.database.url, Path(config.base_dir))
+        except ValueError as exc:
+            raise ConfigError("database.url", str(exc)) from None
         self.db = Database(url, pool_size=config.database.pool_size)
         self.uow = SqlUnitOfWork(self.db)
         location_ids = [loc.id for loc in config.locations]
@@ -55,9 +65,7 @@ class Kernel:
             self.uow, clock, location_ids, reservation_minutes=config.inventory.reservation_minutes
         )
         self.customers = CustomerService(self.uow, clock)
-        self.carts = CartService(
-            self.uow, clock, self.catalog, currency=config.store.currency, offers=self._offers
-        )
+        self.carts = CartService(self.uow, clock, self.catalog, currency=config.store.currency, offers=self._offers)
         self.orders = OrderService(
             self.uow,
             clock,
@@ -69,9 +77,7 @@ class Kernel:
         self.channels: dict[str, ChannelContext] = {}
         for cfg in config.enabled_channels:
             spec, _plugin = specs[cfg.name]
-            self.channels[cfg.name] = ChannelContext(
-                spec, cfg.settings, config.channel_locations(cfg.name), self
-            )
+            self.channels[cfg.name] = ChannelContext(spec, cfg.settings, config.channel_locations(cfg.name), self)
         self._channel_hooks: dict[tuple[str, str], Any] = {}
         self._started = False
 
@@ -121,9 +127,7 @@ class Kernel:
         if migrate_schema or (migrate_schema is None and mode == "auto"):
             await migrate.upgrade(self.db)
         elif not await migrate.is_current(self.db):
-            raise ConfigError(
-                "database.url", "the database schema is not current: run `omniretail db upgrade`"
-            )
+            raise ConfigError("database.url", "the database schema is not current: run `omniretail db upgrade`")
         async with self.uow.write() as tx:
             await tx.stock.sync_locations(self.config.locations)
         self._started = True
@@ -152,13 +156,15 @@ class Kernel:
     def _offers(self, priced: PricedCart, customer: Customer | None) -> list[Offer]:
         offers: list[Offer] = []
         for result in self.hook.calculate_offers(cart=priced, customer=customer, kernel=self):
+            if inspect.isawaitable(result):
+                getattr(result, "close", lambda: None)()
+                raise PluginError(
+                    "calculate_offers must return offers, not an awaitable (it is called "
+                    "while pricing, on every channel, and must not do I/O)"
+                )
             if result:
                 offers.extend(result)
         return offers
 
     def installed_channels(self) -> list[ChannelSpec]:
         return [spec for spec, _ in self.specs.values()]
-
-
-def load_raw(path: Path) -> dict[str, Any]:
-    return read_toml(path)

@@ -55,9 +55,7 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Claim one batch and deliver it; returns how many events were handled."""
         now = self.kernel.clock()
-        batch = await self.store.claim(
-            self.name, now, limit=self.settings.batch_size, lease_seconds=self.lease_seconds
-        )
+        batch = await self.store.claim(self.name, now, limit=self.settings.batch_size, lease_seconds=self.lease_seconds)
         done: list[int] = []
         for seq, attempts, event in batch:
             try:

@@ -36,7 +36,7 @@ class Cart(msgspec.Struct, frozen=True, kw_only=True):
     lines: tuple[CartLine, ...] = ()
     coupon: str | None = None
     #: Where the shopper came from (utm_source, post id, ...): copied onto the order.
-    attribution: dict[str, str] = {}
+    attribution: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
     version: int = 1

@@ -51,7 +51,7 @@ class ChannelContent(msgspec.Struct, frozen=True, kw_only=True):
     voice: VoiceContent | None = None
     social: SocialContent | None = None
     #: Free-form per-channel overrides (e.g. a marketplace product type), keyed by channel name.
-    extra: dict[str, dict[str, str]] = {}
+    extra: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
 
 
 class Price(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +71,7 @@ class Variant(msgspec.Struct, frozen=True, kw_only=True):
     title: str = ""
     gtin: str | None = None
     mpn: str | None = None
-    attributes: dict[str, str] = {}
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
     prices: tuple[Price, ...] = ()
     media: tuple[Media, ...] = ()
 
@@ -108,8 +108,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     status: ProductStatus = ProductStatus.ACTIVE
     category: str | None = None
     media: tuple[Media, ...] = ()
-    attributes: dict[str, str] = {}
-    channel_content: ChannelContent = ChannelContent()
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    channel_content: ChannelContent = msgspec.field(default_factory=ChannelContent)
     variants: tuple[Variant, ...] = ()
     #: Increases by one with each change; publications and ETags key on it.
     revision: int = 1

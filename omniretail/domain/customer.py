@@ -54,9 +54,7 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = ""
 
     def normalized(self) -> Identity:
-        return Identity(
-            kind=self.kind, value=normalize_identity(self.kind, self.value), namespace=self.namespace
-        )
+        return Identity(kind=self.kind, value=normalize_identity(self.kind, self.value), namespace=self.namespace)
 
 
 class Customer(msgspec.Struct, frozen=True, kw_only=True):

@@ -108,7 +108,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     email: str | None = None
     phone: str | None = None
     cart_id: str | None = None
-    attribution: dict[str, str] = {}
+    attribution: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
 

@@ -219,9 +219,7 @@ class CartService:
                 coupon=c.coupon or g.coupon,
                 attribution={**g.attribution, **c.attribution},
             )
-            closed = msgspec.structs.replace(
-                g, status=CartStatus.MERGED, version=g.version + 1, updated_at=now
-            )
+            closed = msgspec.structs.replace(g, status=CartStatus.MERGED, version=g.version + 1, updated_at=now)
             if not (await tx.carts.update(merged, c.version) and await tx.carts.update(closed, g.version)):
                 raise Conflict("the cart changed during sign-in; try again", field="cart_id")
             await tx.events.adopt_cart(g.id, c.customer_id or "")
@@ -240,7 +238,5 @@ class CartService:
 
     async def price(self, cart: Cart, customer: Customer | None) -> PricedCart:
         snapshot = await self.catalog.snapshot()
-        products = {
-            sku: snapshot.by_sku[sku][0] for sku in {x.sku for x in cart.lines} if sku in snapshot.by_sku
-        }
-        return price_cart(cart, products, customer, self.offers)
+        products = {sku: snapshot.by_sku[sku][0] for sku in {x.sku for x in cart.lines} if sku in snapshot.by_sku}
+        return price_cart(cart, products, customer, self.offers, strict=False)

@@ -39,8 +39,8 @@ class ProductDraft(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     status: ProductStatus = ProductStatus.ACTIVE
     category: str | None = None
     media: tuple[Media, ...] = ()
-    attributes: dict[str, str] = {}
-    channel_content: ChannelContent = ChannelContent()
+    attributes: dict[str, str] = msgspec.field(default_factory=dict)
+    channel_content: ChannelContent = msgspec.field(default_factory=ChannelContent)
     variants: tuple[Variant, ...]
 
     def build(self, product_id: str, revision: int) -> Product:
@@ -68,9 +68,7 @@ class CatalogSnapshot:
         self.products = list(products)  # sorted by id (ids sort by creation time)
         self.by_id = {p.id: p for p in self.products}
         self.by_handle = {p.handle: p for p in self.products}
-        self.by_sku: dict[str, tuple[Product, Variant]] = {
-            v.sku: (p, v) for p in self.products for v in p.variants
-        }
+        self.by_sku: dict[str, tuple[Product, Variant]] = {v.sku: (p, v) for p in self.products for v in p.variants}
         self._ids = [p.id for p in self.products]
 
     def index_after(self, product_id: str | None) -> int:
@@ -141,9 +139,7 @@ class CatalogService:
         self._changed()
         return product
 
-    async def set_status(
-        self, product_id: str, status: ProductStatus | str, *, actor: str = "admin"
-    ) -> Product:
+    async def set_status(self, product_id: str, status: ProductStatus | str, *, actor: str = "admin") -> Product:
         status = ProductStatus(status)
         current = await self.get(product_id)
         draft = ProductDraft(
@@ -236,9 +232,7 @@ class CatalogService:
             try:
                 drafts.append(_draft_from_row(handle, row, item["variants"]))
             except (ValueError, DomainError, msgspec.ValidationError) as exc:
-                errors.append(
-                    ImportError_(row=item["row"], field=getattr(exc, "field", None), message=str(exc))
-                )
+                errors.append(ImportError_(row=item["row"], field=getattr(exc, "field", None), message=str(exc)))
         if errors:
             return ImportResult(errors=tuple(errors))
         return await self._import(drafts, actor)
@@ -247,9 +241,7 @@ class CatalogService:
         handles = [d.handle for d in drafts]
         dupes = {h for h in handles if handles.count(h) > 1}
         if dupes:
-            raise InvalidValue(
-                f"handle(s) repeated in the import: {', '.join(sorted(dupes))}", field="handle"
-            )
+            raise InvalidValue(f"handle(s) repeated in the import: {', '.join(sorted(dupes))}", field="handle")
         async with self.uow.read() as tx:
             before = {d.handle: await tx.products.get_by_handle(d.handle) for d in drafts}
         products = await self.upsert_many(drafts, actor=actor)

@@ -77,9 +77,7 @@ class CustomerService:
             owner = new_id("cus")
             await tx.customers.insert(Customer(id=owner, name=name, created_at=now))
             await tx.events.record(
-                CustomerCreated(
-                    id=new_id("evt"), occurred_at=now, channel=channel, actor=actor, customer_id=owner
-                )
+                CustomerCreated(id=new_id("evt"), occurred_at=now, channel=channel, actor=actor, customer_id=owner)
             )
         else:
             current = await tx.customers.get(owner)
@@ -88,9 +86,7 @@ class CustomerService:
             if name and current is not None and not current.name:
                 await tx.customers.set_name(owner, name)
         for identity in identities:
-            if await tx.customers.find(identity) is None and await tx.customers.link(
-                identity, owner, channel, now
-            ):
+            if await tx.customers.find(identity) is None and await tx.customers.link(identity, owner, channel, now):
                 await tx.events.record(
                     IdentityLinked(
                         id=new_id("evt"),
@@ -104,9 +100,7 @@ class CustomerService:
                 )
         return owner
 
-    async def link(
-        self, customer_id: str, identity: Identity, *, channel: str, actor: str = "customer"
-    ) -> Customer:
+    async def link(self, customer_id: str, identity: Identity, *, channel: str, actor: str = "customer") -> Customer:
         """Link an identity (a loyalty card, a voice account) to a known customer."""
         identity = identity.normalized()
         customer = await self.get(customer_id)
@@ -170,9 +164,7 @@ class CustomerService:
             raise AuthenticationFailed("e-mail or password is wrong")
         return await self.get(customer_id)
 
-    async def merge(
-        self, source_id: str, target_id: str, *, actor: str = "admin", channel: str = "admin"
-    ) -> Customer:
+    async def merge(self, source_id: str, target_id: str, *, actor: str = "admin", channel: str = "admin") -> Customer:
         """Fold ``source`` into ``target``: orders, carts, identities and timeline move; the
         merge itself is an event on the survivor's timeline."""
         if source_id == target_id:
@@ -211,6 +203,4 @@ class CustomerService:
     ) -> list[tuple[int, Event]]:
         customer = await self.get(customer_id)
         async with self.uow.read() as tx:
-            return await tx.events.for_customer(
-                customer.id, after=after, limit=limit, types=types, channels=channels
-            )
+            return await tx.events.for_customer(customer.id, after=after, limit=limit, types=types, channels=channels)

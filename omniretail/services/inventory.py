@@ -26,16 +26,12 @@ class InventoryService:
         if location_id not in self.location_ids:
             raise NotFound(f"no stock location {location_id!r}", field="location_id")
 
-    async def levels(
-        self, skus: Sequence[str], location_ids: Sequence[str] | None = None
-    ) -> list[StockLevel]:
+    async def levels(self, skus: Sequence[str], location_ids: Sequence[str] | None = None) -> list[StockLevel]:
         """Levels with live reservations only: an expired hold no longer counts."""
         async with self.uow.read() as tx:
             return await tx.stock.levels(skus, location_ids, now=self.clock())
 
-    async def available(
-        self, skus: Sequence[str], location_ids: Sequence[str] | None = None
-    ) -> dict[str, int]:
+    async def available(self, skus: Sequence[str], location_ids: Sequence[str] | None = None) -> dict[str, int]:
         totals = dict.fromkeys(skus, 0)
         for level in await self.levels(skus, location_ids):
             totals[level.sku] += level.available
@@ -84,9 +80,7 @@ class InventoryService:
         current = {lv.location_id: lv for lv in await self.levels([sku], [location_id])}
         delta = on_hand - (current[location_id].on_hand if location_id in current else 0)
         if delta == 0:
-            return current.get(location_id) or StockLevel(
-                sku=sku, location_id=location_id, on_hand=0, reserved=0
-            )
+            return current.get(location_id) or StockLevel(sku=sku, location_id=location_id, on_hand=0, reserved=0)
         return await self.adjust(sku, location_id, delta, reason=reason, actor=actor)
 
     async def reserve(

@@ -103,13 +103,15 @@ class OrderService:
         async with self.uow.read() as tx:
             return await tx.orders.get_by_number(number.strip().upper())
 
+    async def by_cart(self, cart_id: str) -> Order | None:
+        async with self.uow.read() as tx:
+            return await tx.orders.get_by_cart(cart_id)
+
     async def events(self, order_id: str) -> list[tuple[int, Event]]:
         async with self.uow.read() as tx:
             return await tx.events.for_order(order_id)
 
-    async def for_customer(
-        self, customer_id: str, *, after: str | None = None, limit: int = 20
-    ) -> list[Order]:
+    async def for_customer(self, customer_id: str, *, after: str | None = None, limit: int = 20) -> list[Order]:
         async with self.uow.read() as tx:
             return await tx.orders.for_customer(customer_id, after=after, limit=limit)
 
@@ -128,9 +130,7 @@ class OrderService:
 
     def _sources(self, channel: str, locations: Sequence[str] | None) -> tuple[str, ...]:
         sources = (
-            tuple(locations)
-            if locations is not None
-            else self.channel_locations.get(channel, tuple(self.locations))
+            tuple(locations) if locations is not None else self.channel_locations.get(channel, tuple(self.locations))
         )
         for loc in sources:
             if loc not in self.locations:
@@ -156,9 +156,7 @@ class OrderService:
                 raise InvalidValue("pickup needs pickup_location_id", field="pickup_location_id")
             pickup = self.locations.get(request.pickup_location_id)
             if pickup is None or not pickup.pickup:
-                raise InvalidValue(
-                    f"{request.pickup_location_id!r} does not offer pickup", field="pickup_location_id"
-                )
+                raise InvalidValue(f"{request.pickup_location_id!r} does not offer pickup", field="pickup_location_id")
         elif request.pickup_location_id:
             raise InvalidValue("pickup_location_id is only for pickup orders", field="pickup_location_id")
         contact = [Identity(kind=IdentityKind.EMAIL, value=request.email)] if request.email else []
@@ -237,12 +235,10 @@ class OrderService:
             )
             if not await tx.orders.insert(order):
                 raise Conflict("this cart was checked out already", field="cart_id")
+            # A guest cart stays a guest cart (its id is all the guest holds); its events join
+            # the customer's timeline below.
             closed = msgspec.structs.replace(
-                cart,
-                status=CartStatus.CHECKED_OUT,
-                version=cart.version + 1,
-                updated_at=now,
-                customer_id=customer_id,
+                cart, status=CartStatus.CHECKED_OUT, version=cart.version + 1, updated_at=now
             )
             if not await tx.carts.update(closed, cart.version):
                 raise Conflict("the cart changed during checkout; try again", field="cart_id")
@@ -293,9 +289,7 @@ class OrderService:
                 for no, line in sorted(enumerate(external.lines, start=1), key=lambda x: x[1].sku):
                     product = products.get(line.sku)
                     if product is None:
-                        raise NotFound(
-                            f"SKU {line.sku!r} is not in the catalog", field=f"lines[{no - 1}].sku"
-                        )
+                        raise NotFound(f"SKU {line.sku!r} is not in the catalog", field=f"lines[{no - 1}].sku")
                     location_id = await self._allocate(tx, line.sku, line.quantity, sources)
                     lines.append(
                         OrderLine(
@@ -403,9 +397,7 @@ class OrderService:
         now = self.clock()
         async with self.uow.write() as tx:
             if not await tx.orders.add_returned(order.id, line_no, quantity):
-                raise InvalidValue(
-                    f"line {line_no} cannot take {quantity} more returned unit(s)", field="quantity"
-                )
+                raise InvalidValue(f"line {line_no} cannot take {quantity} more returned unit(s)", field="quantity")
             await tx.stock.put_back(line.sku, location_id, quantity)
             await tx.events.record(
                 OrderLineReturned(

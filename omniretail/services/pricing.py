@@ -13,7 +13,7 @@ import msgspec
 from omniretail.domain.cart import Cart
 from omniretail.domain.catalog import Product, ProductStatus
 from omniretail.domain.customer import Customer
-from omniretail.domain.errors import InvalidValue, NotFound
+from omniretail.domain.errors import DomainError, InvalidValue, NotFound
 
 
 class Offer(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +57,8 @@ class PricedCart(msgspec.Struct, frozen=True, kw_only=True):
     coupon: str | None
     lines: tuple[PricedLine, ...]
     offers: tuple[Offer, ...] = ()
+    #: SKUs in the cart that can no longer be bought (archived, unpriced); checkout refuses them.
+    unavailable: tuple[str, ...] = ()
 
     @property
     def subtotal(self) -> int:
@@ -79,32 +81,49 @@ def price_cart(
     products: Mapping[str, Product],
     customer: Customer | None,
     offer_source: OfferSource | None = None,
+    *,
+    strict: bool = True,
 ) -> PricedCart:
-    """Price every line from the catalog, then apply offers (capped so no line goes below 0)."""
+    """Price every line from the catalog, then apply offers (capped so no line goes below 0).
+
+    ``strict`` (checkout) raises on a line that cannot be bought; otherwise (showing a cart) such
+    lines are left out of the totals and listed in ``unavailable``.
+    """
     tier = customer.tier if customer is not None else None
     lines: list[PricedLine] = []
+    unavailable: list[str] = []
     for line in cart.lines:
         product = products.get(line.sku)
         variant = product.variant(line.sku) if product else None
+        unit = variant.price_for(cart.currency, tier) if variant else None
+        listed = variant.price_for(cart.currency, None) if variant else None
         if product is None or variant is None or product.status is not ProductStatus.ACTIVE:
-            raise NotFound(f"SKU {line.sku!r} is not for sale", field="sku")
-        unit = variant.price_for(cart.currency, tier)
-        listed = variant.price_for(cart.currency, None)
-        if unit is None or listed is None:
-            raise InvalidValue(f"SKU {line.sku!r} has no price in {cart.currency}", field="sku")
-        title = product.title if not variant.title else f"{product.title} - {variant.title}"
-        lines.append(
-            PricedLine(
-                sku=line.sku,
-                product_id=product.id,
-                title=title,
-                quantity=line.quantity,
-                unit_price=unit.amount,
-                list_price=listed.amount,
+            problem: DomainError = NotFound(f"SKU {line.sku!r} is not for sale", field="sku")
+        elif unit is None or listed is None:
+            problem = InvalidValue(f"SKU {line.sku!r} has no price in {cart.currency}", field="sku")
+        else:
+            title = product.title if not variant.title else f"{product.title} - {variant.title}"
+            lines.append(
+                PricedLine(
+                    sku=line.sku,
+                    product_id=product.id,
+                    title=title,
+                    quantity=line.quantity,
+                    unit_price=unit.amount,
+                    list_price=listed.amount,
+                )
             )
-        )
+            continue
+        if strict:
+            raise problem
+        unavailable.append(line.sku)
     priced = PricedCart(
-        cart_id=cart.id, currency=cart.currency, tier=tier, coupon=cart.coupon, lines=tuple(lines)
+        cart_id=cart.id,
+        currency=cart.currency,
+        tier=tier,
+        coupon=cart.coupon,
+        lines=tuple(lines),
+        unavailable=tuple(unavailable),
     )
     if offer_source is None or not lines:
         return priced
@@ -140,7 +159,5 @@ def apply_offers(priced: PricedCart, offers: list[Offer]) -> PricedCart:
             discounts[i] += extra
             remaining -= extra
         applied.append(msgspec.structs.replace(offer, amount=amount - remaining))
-    lines = tuple(
-        msgspec.structs.replace(line, discount=d) for line, d in zip(priced.lines, discounts, strict=True)
-    )
+    lines = tuple(msgspec.structs.replace(line, discount=d) for line, d in zip(priced.lines, discounts, strict=True))
     return msgspec.structs.replace(priced, lines=lines, offers=tuple(applied))

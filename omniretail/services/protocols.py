@@ -68,9 +68,7 @@ class StockRepository(Protocol):
     async def commit_reservation(self, reservation_id: str, now: datetime) -> bool:
         """Turn a live hold into a sale: ``on_hand -= q, reserved -= q``."""
 
-    async def sweep_expired(
-        self, now: datetime, sku: str | None = None, location_id: str | None = None
-    ) -> int:
+    async def sweep_expired(self, now: datetime, sku: str | None = None, location_id: str | None = None) -> int:
         """Release expired holds (each exactly once, whatever the concurrency)."""
 
     async def reservations(self, reference: str) -> list[Reservation]: ...
@@ -88,6 +86,7 @@ class CartRepository(Protocol):
 class OrderRepository(Protocol):
     async def get(self, order_id: str) -> Order | None: ...
     async def get_by_number(self, number: str) -> Order | None: ...
+    async def get_by_cart(self, cart_id: str) -> Order | None: ...
     async def get_by_external_ref(self, channel: str, external_ref: str) -> Order | None: ...
     async def insert(self, order: Order) -> bool:
         """False if the (channel, external_ref) or the cart already has an order."""

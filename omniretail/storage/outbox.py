@@ -73,9 +73,7 @@ class OutboxStore:
             values["available_at"] = at
         async with self.db.write() as conn:
             await conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.event_seq == seq, t.outbox.c.locked_by == worker)
-                .values(**values)
+                update(t.outbox).where(t.outbox.c.event_seq == seq, t.outbox.c.locked_by == worker).values(**values)
             )
 
     async def counts(self) -> dict[str, int]:

@@ -129,9 +129,7 @@ class SqlProducts:
 
     async def revisions(self, product_id: str) -> list[tuple[int, datetime, str]]:
         rows = await self.conn.execute(
-            select(
-                t.product_revisions.c.revision, t.product_revisions.c.changed_at, t.product_revisions.c.actor
-            )
+            select(t.product_revisions.c.revision, t.product_revisions.c.changed_at, t.product_revisions.c.actor)
             .where(t.product_revisions.c.product_id == product_id)
             .order_by(t.product_revisions.c.revision)
         )
@@ -281,10 +279,7 @@ class SqlStock:
         if sold and now is not None:
             cond.append(r.c.expires_at > now)
         result = await self.conn.execute(
-            update(r)
-            .where(*cond)
-            .values(status=status.value)
-            .returning(r.c.sku, r.c.location_id, r.c.quantity)
+            update(r).where(*cond).values(status=status.value).returning(r.c.sku, r.c.location_id, r.c.quantity)
         )
         row = result.first()
         if row is None:
@@ -294,9 +289,7 @@ class SqlStock:
         values: dict[str, Any] = {"reserved": sl.c.reserved - quantity}
         if sold:
             values["on_hand"] = sl.c.on_hand - quantity
-        await self.conn.execute(
-            update(sl).where(sl.c.sku == sku, sl.c.location_id == location_id).values(**values)
-        )
+        await self.conn.execute(update(sl).where(sl.c.sku == sku, sl.c.location_id == location_id).values(**values))
         return True
 
     async def release(self, reservation_id: str) -> bool:
@@ -305,9 +298,7 @@ class SqlStock:
     async def commit_reservation(self, reservation_id: str, now: datetime) -> bool:
         return await self._end(reservation_id, ReservationStatus.COMMITTED, sold=True, now=now)
 
-    async def sweep_expired(
-        self, now: datetime, sku: str | None = None, location_id: str | None = None
-    ) -> int:
+    async def sweep_expired(self, now: datetime, sku: str | None = None, location_id: str | None = None) -> int:
         r = t.reservations
         cond = [r.c.status == ReservationStatus.ACTIVE.value, r.c.expires_at <= now]
         if sku is not None:
@@ -488,6 +479,9 @@ class SqlOrders:
     async def get_by_number(self, number: str) -> Order | None:
         return await self._one(t.orders.c.number == number)
 
+    async def get_by_cart(self, cart_id: str) -> Order | None:
+        return await self._one(t.orders.c.cart_id == cart_id)
+
     async def get_by_external_ref(self, channel: str, external_ref: str) -> Order | None:
         return await self._one(t.orders.c.channel == channel, t.orders.c.external_ref == external_ref)
 
@@ -647,9 +641,7 @@ class SqlCustomers:
         await self.conn.execute(update(t.customers).where(t.customers.c.id == customer_id).values(name=name))
 
     async def password_hash(self, customer_id: str) -> str | None:
-        return await self.conn.scalar(
-            select(t.customers.c.password_hash).where(t.customers.c.id == customer_id)
-        )
+        return await self.conn.scalar(select(t.customers.c.password_hash).where(t.customers.c.id == customer_id))
 
     async def set_password_hash(self, customer_id: str, password_hash: str) -> None:
         await self.conn.execute(
@@ -664,13 +656,9 @@ class SqlCustomers:
             )
             moved.append(result.rowcount)
         for table in (t.events, t.customer_sessions):
-            await self.conn.execute(
-                update(table).where(table.c.customer_id == source_id).values(customer_id=target_id)
-            )
+            await self.conn.execute(update(table).where(table.c.customer_id == source_id).values(customer_id=target_id))
         await self.conn.execute(
-            update(t.customers)
-            .where(t.customers.c.id == source_id)
-            .values(merged_into=target_id, password_hash=None)
+            update(t.customers).where(t.customers.c.id == source_id).values(merged_into=target_id, password_hash=None)
         )
         # Anything merged into the source earlier now points at the survivor too.
         await self.conn.execute(
@@ -702,9 +690,7 @@ class SqlEventLog:
         )
         seq = int(result.scalar_one())
         await self.conn.execute(
-            insert(t.outbox).values(
-                event_seq=seq, status="pending", attempts=0, available_at=event.occurred_at
-            )
+            insert(t.outbox).values(event_seq=seq, status="pending", attempts=0, available_at=event.occurred_at)
         )
         return seq
 
@@ -726,9 +712,7 @@ class SqlEventLog:
     ) -> list[tuple[int, Event]]:
         cond: list[Any] = [t.events.c.customer_id == customer_id]
         if types:
-            cond.append(
-                or_(*[t.events.c.type == x if "." in x else t.events.c.type.like(f"{x}.%") for x in types])
-            )
+            cond.append(or_(*[t.events.c.type == x if "." in x else t.events.c.type.like(f"{x}.%") for x in types]))
         if channels:
             cond.append(t.events.c.channel.in_(list(channels)))
         return await self._list(and_(*cond), after=after, limit=limit)

@@ -101,9 +101,7 @@ variants = Table(
     "variants",
     metadata,
     Column("sku", String(50), primary_key=True),
-    Column(
-        "product_id", String(40), ForeignKey("products.id", ondelete="CASCADE"), nullable=False, index=True
-    ),
+    Column("product_id", String(40), ForeignKey("products.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("gtin", String(14), index=True),
 )
 

@@ -25,8 +25,7 @@ def register_channels(register: RegisterChannel) -> None:
             name="kiosk",
             title="In-store kiosk",
             description=(
-                "store-scoped availability, Google local inventory feed, "
-                "click and collect, endless aisle, QR handoff"
+                "store-scoped availability, Google local inventory feed, click and collect, endless aisle, QR handoff"
             ),
             settings=Settings,
         )

@@ -31,8 +31,7 @@ def register_channels(register: RegisterChannel) -> None:
             name="marketplace",
             title="Marketplace",
             description=(
-                "Amazon JSON_LISTINGS_FEED export, signed order webhooks, "
-                "order polling, shipment confirmation"
+                "Amazon JSON_LISTINGS_FEED export, signed order webhooks, order polling, shipment confirmation"
             ),
             settings=Settings,
         )

@@ -24,9 +24,7 @@ def register_channels(register: RegisterChannel) -> None:
         ChannelSpec(
             name="voice",
             title="Voice assistant",
-            description=(
-                "Alexa custom skill: interaction model from the catalog, SSML responses, signed requests"
-            ),
+            description=("Alexa custom skill: interaction model from the catalog, SSML responses, signed requests"),
             settings=Settings,
         )
     )

@@ -24,9 +24,7 @@ def register_channels(register: RegisterChannel) -> None:
         ChannelSpec(
             name="webshop",
             title="Web shop",
-            description=(
-                "product pages with schema.org JSON-LD and Open Graph, Google Merchant feeds, checkout URL"
-            ),
+            description=("product pages with schema.org JSON-LD and Open Graph, Google Merchant feeds, checkout URL"),
             settings=Settings,
         )
     )

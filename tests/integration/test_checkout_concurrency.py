@@ -54,9 +54,7 @@ async def test_concurrent_checkouts_never_oversell(kernel: Kernel) -> None:
         await kernel.carts.set_quantity(cart.id, "HOT-1", 1, channel=channel)
         try:
             order = await kernel.orders.checkout(
-                CheckoutRequest(
-                    cart_id=cart.id, channel=channel, email=f"buyer{i}@example.com", locations=("wh",)
-                )
+                CheckoutRequest(cart_id=cart.id, channel=channel, email=f"buyer{i}@example.com", locations=("wh",))
             )
         except OutOfStock:
             return "out"
@@ -68,9 +66,7 @@ async def test_concurrent_checkouts_never_oversell(kernel: Kernel) -> None:
     assert set(placed) == set(CHANNELS)  # every channel sold from the one pool
     assert await on_hand(kernel, "HOT-1") == 0
     async with kernel.db.read() as conn:
-        quantities = (
-            await conn.scalars(select(t.order_lines.c.quantity).where(t.order_lines.c.sku == "HOT-1"))
-        ).all()
+        quantities = (await conn.scalars(select(t.order_lines.c.quantity).where(t.order_lines.c.sku == "HOT-1"))).all()
         negative = await conn.scalar(select(t.stock_levels.c.on_hand).where(t.stock_levels.c.on_hand < 0))
     assert quantities == [1] * STOCK  # units conserved: 50 sold + 0 left = 50 received
     assert negative is None
@@ -80,9 +76,7 @@ async def naive_take(kernel: Kernel, sku: str) -> bool:
     """The broken way: read the level, decide in Python, write the new value back."""
     async with kernel.db.read() as conn:
         current = await conn.scalar(
-            select(t.stock_levels.c.on_hand).where(
-                t.stock_levels.c.sku == sku, t.stock_levels.c.location_id == "wh"
-            )
+            select(t.stock_levels.c.on_hand).where(t.stock_levels.c.sku == sku, t.stock_levels.c.location_id == "wh")
         )
     await asyncio.sleep(0)  # other requests run here, as they would between two statements
     if current is None or current < 1:

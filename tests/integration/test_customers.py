@@ -15,9 +15,7 @@ def ident(kind: IdentityKind, value: str) -> Identity:
 
 
 async def test_the_same_identity_from_any_channel_is_one_customer(kernel: Kernel) -> None:
-    a = await kernel.customers.resolve(
-        [ident(IdentityKind.EMAIL, "Ana@Example.com")], channel="webshop", name="Ana"
-    )
+    a = await kernel.customers.resolve([ident(IdentityKind.EMAIL, "Ana@Example.com")], channel="webshop", name="Ana")
     b = await kernel.customers.resolve(
         [ident(IdentityKind.EMAIL, "ana@example.com"), ident(IdentityKind.LOYALTY_CARD, "LC-0001")],
         channel="kiosk",

@@ -36,9 +36,7 @@ async def test_guest_orders_resolve_to_one_customer_across_channels(stocked: Ker
     timeline = [e for _, e in await stocked.customers.timeline(first.customer_id or "")]
     # The guest carts' steps joined the customer's history when they checked out.
     assert [e.type for e in timeline].count("cart.created") == 2
-    assert [type(e).__name__ for e in timeline if not isinstance(e, CustomerCreated)].count(
-        "OrderPlaced"
-    ) == 2
+    assert [type(e).__name__ for e in timeline if not isinstance(e, CustomerCreated)].count("OrderPlaced") == 2
     assert {e.channel for e in timeline if isinstance(e, OrderPlaced)} == {"webshop", "voice"}
 
 
@@ -47,20 +45,14 @@ async def test_vip_pays_the_tier_price(stocked: Kernel) -> None:
     await stocked.customers.set_tier(customer.id, "vip")
     cart = await stocked.carts.create(channel="voice", customer_id=customer.id)
     await stocked.carts.set_quantity(cart.id, "LATTE-REG", 2, channel="voice")
-    priced = await stocked.carts.price(
-        await stocked.carts.get(cart.id), await stocked.customers.get(customer.id)
-    )
+    priced = await stocked.carts.price(await stocked.carts.get(cart.id), await stocked.customers.get(customer.id))
     assert priced.total == 2 * 380
-    order = await stocked.orders.checkout(
-        CheckoutRequest(cart_id=cart.id, channel="voice", customer_id=customer.id)
-    )
+    order = await stocked.orders.checkout(CheckoutRequest(cart_id=cart.id, channel="voice", customer_id=customer.id))
     assert order.total == 760 and order.email is None
 
 
 async def test_pickup_order_is_prepared_at_the_store(stocked: Kernel) -> None:
-    order = await buy(
-        stocked, {"LATTE-REG": 1}, channel="kiosk", fulfilment=Fulfilment.PICKUP, pickup="store-a"
-    )
+    order = await buy(stocked, {"LATTE-REG": 1}, channel="kiosk", fulfilment=Fulfilment.PICKUP, pickup="store-a")
     assert order.lines[0].location_id == "store-a"
     assert order.ready_by == order.created_at + timedelta(minutes=10)
     with pytest.raises(InvalidValue, match="does not offer pickup"):
@@ -71,15 +63,11 @@ async def test_pickup_order_is_prepared_at_the_store(stocked: Kernel) -> None:
 
 async def test_cancel_returns_units_to_where_they_came_from(stocked: Kernel) -> None:
     before = await on_hand(stocked, "CROISSANT", "store-a")
-    order = await buy(
-        stocked, {"CROISSANT": 2}, channel="kiosk", fulfilment=Fulfilment.PICKUP, pickup="store-a"
-    )
+    order = await buy(stocked, {"CROISSANT": 2}, channel="kiosk", fulfilment=Fulfilment.PICKUP, pickup="store-a")
     assert await on_hand(stocked, "CROISSANT", "store-a") == before - 2
     ready = await stocked.orders.transition(order.id, OrderStatus.READY_FOR_PICKUP, channel="kiosk")
     assert ready.status is OrderStatus.READY_FOR_PICKUP
-    cancelled = await stocked.orders.transition(
-        order.id, OrderStatus.CANCELLED, channel="admin", note="uncollected"
-    )
+    cancelled = await stocked.orders.transition(order.id, OrderStatus.CANCELLED, channel="admin", note="uncollected")
     assert cancelled.status is OrderStatus.CANCELLED
     assert await on_hand(stocked, "CROISSANT", "store-a") == before
     with pytest.raises(IllegalTransition):

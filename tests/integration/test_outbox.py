@@ -122,8 +122,6 @@ async def test_concurrent_claimers_take_disjoint_batches(recorded: tuple[Kernel,
     for i in range(30):
         await kernel.catalog.create(draft(f"OB-C{i}"))
     store = OutboxStore(kernel.db)
-    batches = await asyncio.gather(
-        *(store.claim(f"w{i}", kernel.clock(), limit=7, lease_seconds=60) for i in range(6))
-    )
+    batches = await asyncio.gather(*(store.claim(f"w{i}", kernel.clock(), limit=7, lease_seconds=60) for i in range(6)))
     seqs = [seq for batch in batches for seq, _, _ in batch]
     assert len(seqs) == len(set(seqs)) == 30

@@ -61,9 +61,7 @@ def test_mistakes_name_the_key(data: dict[str, object], key: str, words: str) ->
 
 def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNI_TEST_SECRET", "whsec_abc")
-    config = parse_config(
-        {"channels": {"marketplace": {"webhook_secret": "env:OMNI_TEST_SECRET"}}}, installed()
-    )
+    config = parse_config({"channels": {"marketplace": {"webhook_secret": "env:OMNI_TEST_SECRET"}}}, installed())
     secret = config.channels["marketplace"].settings.webhook_secret
     assert isinstance(secret, Secret) and secret == "whsec_abc"
     assert "whsec_abc" not in repr(config.channels["marketplace"].settings)

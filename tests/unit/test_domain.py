@@ -62,9 +62,7 @@ def test_product_invariants() -> None:
 
 
 def test_tier_price_falls_back_to_base_price() -> None:
-    v = Variant(
-        sku="A", prices=(Price(amount=450, currency="EUR"), Price(amount=380, currency="EUR", tier="vip"))
-    )
+    v = Variant(sku="A", prices=(Price(amount=450, currency="EUR"), Price(amount=380, currency="EUR", tier="vip")))
     assert v.price_for("EUR").amount == 450  # type: ignore[union-attr]
     assert v.price_for("EUR", "vip").amount == 380  # type: ignore[union-attr]
     assert v.price_for("EUR", "gold").amount == 450  # type: ignore[union-attr]
@@ -75,14 +73,8 @@ def test_state_machine_allows_exactly_the_table() -> None:
     """Every (from, to, fulfilment) triple either is in the table or raises IllegalTransition."""
     allowed = 0
     for current, target, fulfilment in itertools.product(OrderStatus, OrderStatus, Fulfilment):
-        in_table = target in TRANSITIONS[current] and fulfilment in FULFILMENT_ONLY.get(
-            target, set(Fulfilment)
-        )
-        if (
-            current is OrderStatus.PLACED
-            and target is OrderStatus.COLLECTED
-            and fulfilment is not Fulfilment.CARRY_OUT
-        ):
+        in_table = target in TRANSITIONS[current] and fulfilment in FULFILMENT_ONLY.get(target, set(Fulfilment))
+        if current is OrderStatus.PLACED and target is OrderStatus.COLLECTED and fulfilment is not Fulfilment.CARRY_OUT:
             in_table = False
         if in_table:
             check_transition(current, target, fulfilment)

@@ -1,0 +1,166 @@
+"""``create_app``: the Litestar application in front of one kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Router, get
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy import text
+
+from omniretail import __version__
+from omniretail.gateway.idempotency import IdempotencyMiddleware, IdempotencyStore
+from omniretail.gateway.keys import KeyStore
+from omniretail.gateway.problems import handle_exception
+from omniretail.gateway.routes.admin import AdminController
+from omniretail.gateway.routes.carts import CartController
+from omniretail.gateway.routes.catalog import CatalogController
+from omniretail.gateway.routes.common import KernelDep, provide_kernel
+from omniretail.gateway.routes.customers import CustomerController
+from omniretail.gateway.routes.orders import OrderController
+from omniretail.gateway.schemas import HealthOut
+from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, require_channel
+from omniretail.host import PluginError
+from omniretail.kernel import Kernel
+from omniretail.storage import migrate
+
+log = logging.getLogger("omniretail.gateway")
+
+
+@get(
+    "/health",
+    operation_id="health",
+    opt={"public": True},
+    tags=["meta"],
+    summary="Liveness and database check",
+)
+async def health(kernel: KernelDep) -> HealthOut:
+    async with kernel.db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+    snapshot = await kernel.catalog.snapshot()
+    return HealthOut(
+        status="ok",
+        database=kernel.db.dialect,
+        schema_revision=await migrate.current_revision(kernel.db),
+        catalog_revision=snapshot.revision,
+        channels=sorted(kernel.channels),
+    )
+
+
+def plugin_routers(kernel: Kernel) -> list[Router]:
+    """Routes each enabled channel's plugin contributes, under ``/channels/<name>/``."""
+    routers = []
+    for name, ctx in kernel.channels.items():
+        handlers: list[Any] = []
+        kernel.channel_hook(name, "register_routes")(register=handlers.append, channel=ctx)
+        if not handlers:
+            continue
+        try:
+            routers.append(
+                Router(
+                    path=f"/channels/{name}",
+                    route_handlers=handlers,
+                    guards=[require_channel(name)],
+                    tags=[f"channel: {name}"],
+                )
+            )
+        except Exception as exc:  # a handler Litestar refuses: a plugin bug, named
+            raise PluginError(f"channel {name!r} registered invalid routes: {exc}") from exc
+    return routers
+
+
+def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
+    """The gateway for ``kernel``. Starting the app starts the kernel (and, on the embedded
+    SQLite default, an in-process outbox worker unless ``gateway.embedded_worker = false``)."""
+    settings = kernel.config.gateway
+    keys = KeyStore(kernel.db)
+    embedded = (
+        run_worker
+        if run_worker is not None
+        else (settings.embedded_worker if settings.embedded_worker is not None else kernel.db.is_sqlite)
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await kernel.start()
+        stop = asyncio.Event()
+        task = None
+        if embedded:
+            from omniretail.worker import OutboxWorker
+
+            task = asyncio.create_task(OutboxWorker(kernel).run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            await kernel.close()
+
+    openapi = OpenAPIConfig(
+        title="omniretail gateway",
+        version=__version__,
+        description="One API for every channel: catalog, carts, checkout, orders, customers. "
+        "Errors are RFC 9457 problem+json; creating POSTs accept an Idempotency-Key.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(type="http", scheme="bearer", description="An omniretail API key"),
+                "customerToken": SecurityScheme(
+                    type="apiKey",
+                    name="Customer-Token",
+                    security_scheme_in="header",
+                    description="A signed-in customer's session token",
+                ),
+            }
+        ),
+        security=[{"apiKey": []}],
+        use_handler_docstrings=False,
+    )
+    app = Litestar(
+        route_handlers=[
+            health,
+            CatalogController,
+            CartController,
+            OrderController,
+            CustomerController,
+            AdminController,
+            *plugin_routers(kernel),
+        ],
+        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False)},
+        middleware=[
+            AuthMiddleware(keys, kernel.clock),
+            RateLimitMiddleware(settings.rate_limit_per_minute),
+            IdempotencyMiddleware(IdempotencyStore(kernel.db), kernel.clock, settings.idempotency_retention_hours),
+        ],
+        exception_handlers={Exception: handle_exception},
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Customer-Token",
+                "If-None-Match",
+            ],
+            expose_headers=["ETag", "Idempotent-Replayed", "Retry-After"],
+        )
+        if settings.cors_origins
+        else None,
+        openapi_config=openapi,
+        lifespan=[lifespan],
+        debug=False,
+    )
+    app.state.kernel = kernel
+    app.state.key_store = keys
+    return app

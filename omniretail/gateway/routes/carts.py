@@ -1,0 +1,201 @@
+"""Carts and checkout. A cart belongs to the channel that made it until it moves: any channel
+may continue it (the cart records every channel it passed through). A cart attached to a
+customer is visible to that customer only; anyone else gets 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from omniretail.domain.cart import Cart
+from omniretail.domain.errors import CartClosed, NotFound
+from omniretail.gateway.keys import Principal
+from omniretail.gateway.present import cart_out, order_out
+from omniretail.gateway.routes.common import KernelDep, caller, channel_locations, errors
+from omniretail.gateway.schemas import (
+    CartCreate,
+    CartOut,
+    CheckoutBody,
+    CouponSet,
+    LineAdd,
+    LineSet,
+    OrderOut,
+)
+from omniretail.gateway.security import require_customer, require_storefront
+from omniretail.kernel import Kernel
+from omniretail.services.orders import CheckoutRequest
+
+
+async def visible_cart(kernel: Kernel, cart_id: str, principal: Principal) -> Cart:
+    cart = await kernel.carts.get(cart_id)
+    if cart.customer_id and cart.customer_id != principal.customer_id and not principal.is_admin:
+        raise NotFound(f"no cart {cart_id!r}", field="cart_id")
+    return cart
+
+
+async def render(kernel: Kernel, cart: Cart) -> CartOut:
+    customer = await kernel.customers.get(cart.customer_id) if cart.customer_id else None
+    return cart_out(cart, await kernel.carts.price(cart, customer))
+
+
+class CartController(Controller):
+    path = "/v1/carts"
+    tags = ["carts"]
+    guards = [require_storefront]
+
+    @post(
+        "/",
+        operation_id="createCart",
+        status_code=HTTP_201_CREATED,
+        responses=errors(),
+        opt={"idempotency": "optional"},
+        summary="Create a cart on the caller's channel",
+    )
+    async def create(
+        self, request: Request[Any, Any, Any], kernel: KernelDep, data: JSONBody[CartCreate | None] = None
+    ) -> CartOut:
+        principal = caller(request)
+        body = data or CartCreate()
+        cart = await kernel.carts.create(
+            channel=principal.channel,
+            customer_id=principal.customer_id,
+            currency=body.currency,
+            attribution=body.attribution,
+        )
+        return await render(kernel, cart)
+
+    @get(
+        "/{cart_id:str}",
+        operation_id="getCart",
+        responses=errors(),
+        summary="A cart, priced now by the server",
+    )
+    async def get_cart(self, request: Request[Any, Any, Any], kernel: KernelDep, cart_id: FromPath[str]) -> CartOut:
+        return await render(kernel, await visible_cart(kernel, cart_id, caller(request)))
+
+    @post(
+        "/{cart_id:str}/lines",
+        operation_id="addCartLine",
+        status_code=HTTP_200_OK,
+        responses=errors(),
+        opt={"idempotency": "optional"},
+        summary="Add units of a SKU (adds to an existing line)",
+    )
+    async def add_line(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        cart_id: FromPath[str],
+        data: JSONBody[LineAdd],
+    ) -> CartOut:
+        principal = caller(request)
+        await visible_cart(kernel, cart_id, principal)
+        cart = await kernel.carts.set_quantity(cart_id, data.sku, data.quantity, channel=principal.channel, add=True)
+        return await render(kernel, cart)
+
+    @put(
+        "/{cart_id:str}/lines/{sku:str}",
+        operation_id="setCartLine",
+        responses=errors(),
+        summary="Set a line's quantity (0 removes it)",
+    )
+    async def set_line(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        cart_id: FromPath[str],
+        sku: FromPath[str],
+        data: JSONBody[LineSet],
+    ) -> CartOut:
+        principal = caller(request)
+        await visible_cart(kernel, cart_id, principal)
+        cart = await kernel.carts.set_quantity(cart_id, sku, data.quantity, channel=principal.channel)
+        return await render(kernel, cart)
+
+    @delete(
+        "/{cart_id:str}/lines/{sku:str}",
+        operation_id="removeCartLine",
+        status_code=HTTP_200_OK,
+        responses=errors(),
+        summary="Remove a line",
+    )
+    async def remove_line(
+        self, request: Request[Any, Any, Any], kernel: KernelDep, cart_id: FromPath[str], sku: FromPath[str]
+    ) -> CartOut:
+        principal = caller(request)
+        await visible_cart(kernel, cart_id, principal)
+        cart = await kernel.carts.set_quantity(cart_id, sku, 0, channel=principal.channel)
+        return await render(kernel, cart)
+
+    @put(
+        "/{cart_id:str}/coupon",
+        operation_id="setCartCoupon",
+        responses=errors(),
+        summary="Set or clear the coupon code (offers are evaluated by the server)",
+    )
+    async def set_coupon(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        cart_id: FromPath[str],
+        data: JSONBody[CouponSet],
+    ) -> CartOut:
+        principal = caller(request)
+        await visible_cart(kernel, cart_id, principal)
+        return await render(kernel, await kernel.carts.set_coupon(cart_id, data.code, channel=principal.channel))
+
+    @post(
+        "/{cart_id:str}/customer",
+        operation_id="attachCartCustomer",
+        status_code=HTTP_200_OK,
+        responses=errors(),
+        summary="Give a guest cart to the signed-in customer (merges into their open cart)",
+    )
+    async def attach(self, request: Request[Any, Any, Any], kernel: KernelDep, cart_id: FromPath[str]) -> CartOut:
+        principal = caller(request)
+        customer_id = require_customer(request)
+        await visible_cart(kernel, cart_id, principal)
+        cart = await kernel.carts.attach_customer(cart_id, customer_id, channel=principal.channel)
+        return await render(kernel, cart)
+
+    @post(
+        "/{cart_id:str}/checkout",
+        operation_id="checkoutCart",
+        status_code=HTTP_201_CREATED,
+        responses=errors(400),
+        opt={"idempotency": "required"},
+        summary="Turn the cart into an order (Idempotency-Key required)",
+    )
+    async def checkout(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        cart_id: FromPath[str],
+        data: JSONBody[CheckoutBody],
+    ) -> OrderOut:
+        principal = caller(request)
+        cart = await visible_cart(kernel, cart_id, principal)
+        try:
+            order = await kernel.orders.checkout(
+                CheckoutRequest(
+                    cart_id=cart.id,
+                    channel=principal.channel,
+                    fulfilment=data.fulfilment,
+                    pickup_location_id=data.pickup_location_id,
+                    email=data.email,
+                    phone=data.phone,
+                    customer_id=principal.customer_id,
+                    locations=channel_locations(kernel, principal),
+                )
+            )
+        except CartClosed:
+            # A retry taking over a key whose first attempt died after committing: finish it.
+            if request.scope.get("state", {}).get("idempotency_takeover"):
+                existing = await kernel.orders.by_cart(cart.id)
+                if existing is not None:
+                    return order_out(existing)
+            raise
+        return order_out(order)

@@ -1,0 +1,76 @@
+"""Helpers shared by route modules: dependencies, documented errors, ETags, the caller."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+
+from omniretail.domain.customer import Customer
+from omniretail.gateway.keys import Principal
+from omniretail.gateway.problems import COMMON_ERRORS, Problem
+from omniretail.gateway.security import principal_of
+from omniretail.kernel import Kernel
+
+_DESCRIPTIONS = {
+    400: "Malformed request (bad header, query parameter or cursor)",
+    401: "No API key, an unknown key, or a customer token is needed",
+    403: "The key lacks the scope or belongs to another channel",
+    404: "Not found (or not yours)",
+    409: "Conflict with the current state (stock, status, in-flight idempotency key)",
+    413: "Request body too large",
+    422: "Body failed validation (unknown or invalid field), or Idempotency-Key reused",
+    429: "Rate limit exceeded",
+}
+
+
+def errors(*extra: int) -> dict[int, ResponseSpec]:
+    """problem+json responses documented on every operation."""
+    codes = sorted(set(COMMON_ERRORS) | set(extra))
+    return {
+        c: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS.get(c, "Error"),
+            media_type="application/problem+json",
+        )
+        for c in codes
+    }
+
+
+#: The kernel, injected into every handler that names a ``kernel`` parameter.
+KernelDep = NamedDependency[Kernel]
+
+
+def provide_kernel(state: State) -> Kernel:
+    kernel: Kernel = state.kernel
+    return kernel
+
+
+def caller(request: Request[Any, Any, Any]) -> Principal:
+    return principal_of(request)
+
+
+async def caller_customer(kernel: Kernel, principal: Principal) -> Customer | None:
+    return await kernel.customers.get(principal.customer_id) if principal.customer_id else None
+
+
+def channel_locations(kernel: Kernel, principal: Principal) -> tuple[str, ...]:
+    """Locations the caller's channel sells from (all of them for admin or unknown channels)."""
+    ctx = kernel.channels.get(principal.channel)
+    return ctx.locations if ctx is not None else tuple(loc.id for loc in kernel.config.locations)
+
+
+def json_with_etag(request: Request[Any, Any, Any], payload: Any) -> Response[bytes]:
+    """A JSON response with a strong ETag; 304 when the client's If-None-Match matches."""
+    body = msgspec.json.encode(payload)
+    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    inm = request.headers.get("if-none-match")
+    if inm and (inm.strip() == "*" or etag in [x.strip().removeprefix("W/") for x in inm.split(",")]):
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=body, media_type="application/json", headers=headers)

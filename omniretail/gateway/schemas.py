@@ -1,0 +1,329 @@
+"""Wire schemas: what the gateway accepts and returns. Separate from the domain Structs.
+
+Every request Struct forbids unknown fields, so a client cannot slip in a price, a total or a
+status (no mass assignment): the gateway answers 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from omniretail.domain.catalog import Sku
+from omniretail.domain.order import Fulfilment, OrderStatus
+
+T = TypeVar("T")
+
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=999, description="units, 1..999")]
+QuantityOrZero = Annotated[int, msgspec.Meta(ge=0, le=999, description="units, 0..999 (0 removes)")]
+Email = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, msgspec.Meta(min_length=6, max_length=40)]
+ShortText = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every request body."""
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class CartCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")] | None = None
+    #: Where the shopper came from (utm_source, utm_campaign, post id...); copied onto the order.
+    attribution: dict[Annotated[str, msgspec.Meta(max_length=40)], ShortText] = msgspec.field(default_factory=dict)
+
+
+class LineAdd(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sku: Sku
+    quantity: Quantity = 1
+
+
+class LineSet(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    quantity: QuantityOrZero
+
+
+class CouponSet(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] | None
+
+
+class CheckoutBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    fulfilment: Fulfilment = Fulfilment.SHIP
+    pickup_location_id: str | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class SignUp(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    email: Email
+    password: Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
+    name: ShortText = ""
+
+
+class SignIn(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    email: Annotated[str, msgspec.Meta(max_length=200)]
+    password: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class StockAdjustment(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sku: Sku
+    location_id: str
+    delta: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
+    reason: ShortText = ""
+
+
+class TransitionBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    to: OrderStatus
+    note: ShortText = ""
+
+
+class ReturnBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    line_no: Annotated[int, msgspec.Meta(ge=1)]
+    quantity: Quantity
+    #: Where the units are received (any store or warehouse).
+    location_id: str
+
+
+class KeyCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    scopes: tuple[Literal["storefront", "admin"], ...] = ("storefront",)
+    name: ShortText = ""
+
+
+class WebhookCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=2000)]
+    #: Event types (``order.placed``), prefixes (``order``) or ``*``.
+    event_types: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=60)], ...] = ("*",)
+
+
+class MergeBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    source_id: str
+    target_id: str
+
+
+class TierBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tier: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class MoneyOut(msgspec.Struct, frozen=True):
+    amount: int
+    currency: str
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True):
+    items: list[T]
+    #: Pass as ``cursor`` for the next page; null on the last page.
+    next_cursor: str | None = None
+
+
+class VariantOut(msgspec.Struct, frozen=True):
+    sku: str
+    title: str
+    gtin: str | None
+    mpn: str | None
+    attributes: dict[str, str]
+    #: What this caller pays (tier price for a signed-in VIP).
+    price: MoneyOut | None
+    list_price: MoneyOut | None
+    availability: str
+    available: int
+
+
+class MediaOut(msgspec.Struct, frozen=True):
+    url: str
+    alt: str
+
+
+class ProductOut(msgspec.Struct, frozen=True):
+    id: str
+    handle: str
+    title: str
+    description: str
+    brand: str | None
+    condition: str
+    category: str | None
+    media: list[MediaOut]
+    attributes: dict[str, str]
+    variants: list[VariantOut]
+    revision: int
+
+
+class CartLineOut(msgspec.Struct, frozen=True):
+    sku: str
+    product_id: str
+    title: str
+    quantity: int
+    unit_price: int
+    list_price: int
+    discount: int
+    total: int
+
+
+class OfferOut(msgspec.Struct, frozen=True):
+    code: str
+    title: str
+    amount: int
+    sku: str | None
+
+
+class CartOut(msgspec.Struct, frozen=True):
+    id: str
+    status: str
+    currency: str
+    channel: str
+    channels: list[str]
+    customer_id: str | None
+    coupon: str | None
+    lines: list[CartLineOut]
+    offers: list[OfferOut]
+    subtotal: int
+    discount: int
+    total: int
+    version: int
+    #: SKUs still in the cart that can no longer be bought; checkout refuses until removed.
+    unavailable: list[str] = []
+
+
+class OrderLineOut(msgspec.Struct, frozen=True):
+    line_no: int
+    sku: str
+    title: str
+    quantity: int
+    unit_price: int
+    total: int
+    location_id: str
+    quantity_returned: int
+    quantity_refunded: int
+
+
+class OrderOut(msgspec.Struct, frozen=True):
+    id: str
+    number: str
+    status: str
+    channel: str
+    external_ref: str | None
+    customer_id: str | None
+    fulfilment: str
+    pickup_location_id: str | None
+    ready_by: datetime | None
+    currency: str
+    subtotal: int
+    discount: int
+    total: int
+    lines: list[OrderLineOut]
+    return_state: str
+    attribution: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventOut(msgspec.Struct, frozen=True):
+    seq: int
+    id: str
+    type: str
+    occurred_at: datetime
+    channel: str
+    actor: str
+    data: dict[str, Any]
+
+
+class IdentityOut(msgspec.Struct, frozen=True):
+    kind: str
+    value: str
+
+
+class CustomerOut(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    tier: str | None
+    identities: list[IdentityOut]
+    created_at: datetime
+
+
+class SessionOut(msgspec.Struct, frozen=True):
+    #: Send as the ``Customer-Token`` header.
+    token: str
+    customer: CustomerOut
+
+
+class ChannelOut(msgspec.Struct, frozen=True):
+    name: str
+    title: str
+    description: str
+    capabilities: list[str]
+    formats: list[str]
+    locations: list[str]
+
+
+class LocationLevelOut(msgspec.Struct, frozen=True):
+    location_id: str
+    name: str
+    kind: str
+    pickup: bool
+    preparation_minutes: int
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class AvailabilityOut(msgspec.Struct, frozen=True):
+    sku: str
+    available: int
+    availability: str
+    locations: list[LocationLevelOut]
+
+
+class StockLevelOut(msgspec.Struct, frozen=True):
+    sku: str
+    location_id: str
+    on_hand: int
+    reserved: int
+    available: int
+
+
+class ApiKeyOut(msgspec.Struct, frozen=True):
+    id: str
+    prefix: str
+    channel: str
+    scopes: list[str]
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    #: Only in the response that creates the key; never shown again.
+    secret: str | None = None
+
+
+class WebhookOut(msgspec.Struct, frozen=True):
+    id: str
+    url: str
+    event_types: list[str]
+    active: bool
+    created_at: datetime
+    #: Standard Webhooks signing secret, only in the creating response.
+    secret: str | None = None
+
+
+class RevisionOut(msgspec.Struct, frozen=True):
+    revision: int
+    changed_at: datetime
+    actor: str
+
+
+class ImportOut(msgspec.Struct, frozen=True):
+    created: int
+    updated: int
+    unchanged: int
+    errors: list[dict[str, Any]]
+
+
+class HealthOut(msgspec.Struct, frozen=True):
+    status: str
+    database: str
+    schema_revision: str | None
+    catalog_revision: int
+    channels: list[str]
