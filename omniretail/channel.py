@@ -8,7 +8,7 @@ its decoded settings, the stock locations it sells from, and the kernel's servic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,16 @@ class ChannelContext:
 
     def __repr__(self) -> str:
         return f"<ChannelContext {self.name}>"
+
+
+class PeriodicTask(msgspec.Struct, frozen=True, kw_only=True):
+    """Work a channel needs done every so often, run by ``omniretail worker``."""
+
+    #: Unique across channels; the channel name is a good prefix (``marketplace.poll_orders``).
+    name: str
+    every_seconds: float
+    #: ``async def run(state: dict) -> dict``: gets the state it returned last time.
+    run: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 #: The ``register`` callback handed to ``register_channels``.

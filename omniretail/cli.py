@@ -155,9 +155,12 @@ def db_current(ctx: click.Context) -> None:
 @click.pass_context
 @handles_config_errors
 def worker(ctx: click.Context, once: bool) -> None:
-    """Deliver outbox events to plugins (run several on PostgreSQL)."""
+    """Deliver outbox events to plugins and outbound webhooks, run queued jobs (publishing asked
+    for through the API) and the channels' periodic tasks. Run several on PostgreSQL."""
     import signal
 
+    from omniretail.background import JobRunner, TaskRunner, run_background
+    from omniretail.webhooks import WebhookDeliverer
     from omniretail.worker import OutboxWorker
 
     kernel = kernel_from(ctx)
@@ -165,15 +168,24 @@ def worker(ctx: click.Context, once: bool) -> None:
     async def go() -> None:
         async with kernel:
             w = OutboxWorker(kernel)
+            deliverer = WebhookDeliverer(kernel, name=w.name)
             if once:
                 click.echo(f"delivered {await w.drain()} event(s)")
+                jobs = JobRunner(kernel, name=w.name)
+                done = 0
+                while await jobs.run_once() is not None:
+                    done += 1
+                click.echo(f"ran {done} job(s) and {await TaskRunner(kernel, name=w.name).run_due()} periodic task(s)")
+                # Jobs and tasks raise events too (a publish, an ingested order): deliver them.
+                await w.drain()
+                click.echo(f"sent {await deliverer.drain()} webhook delivery attempt(s)")
                 return
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             click.echo(f"worker {w.name} running (Ctrl+C stops)")
-            await w.run(stop)
+            await asyncio.gather(w.run(stop), deliverer.run(stop), run_background(kernel, stop))
 
     run(go())
 
@@ -295,6 +307,80 @@ def catalog_import(ctx: click.Context, file: Path) -> None:
         run(go())
     except (DomainError, ValueError) as exc:
         raise click.ClickException(f"{file}: {exc}") from None
+
+
+@catalog.command("publish")
+@click.option("--channel", default=None, help="Only this channel (default: every enabled channel).")
+@click.pass_context
+@handles_config_errors
+def catalog_publish(ctx: click.Context, channel: str | None) -> None:
+    """Publish the catalog to the enabled channels: only what changed is rendered again."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from omniretail.domain.errors import DomainError
+    from omniretail.publishing import Publisher
+
+    kernel = kernel_from(ctx)
+    console = Console(width=120)
+
+    async def go() -> list[Any]:
+        async with kernel:
+            publisher = Publisher(kernel)
+            runs = []
+            with Progress(
+                TextColumn("{task.description:<12}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+                disable=not console.is_terminal and not sys.stdout.isatty(),
+            ) as bar:
+                for name in publisher.channels(channel):
+                    task = bar.add_task(name, total=None)
+
+                    def progress(done: int, total: int, _task: Any = task) -> None:
+                        bar.update(_task, completed=done, total=total)
+
+                    runs.append(await publisher.publish(name, trigger="cli", progress=progress))
+            return runs
+
+    try:
+        runs = run(go())
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    table = Table(title="Publication")
+    for col in (
+        "channel",
+        "products",
+        "rendered",
+        "created",
+        "updated",
+        "unchanged",
+        "rejected",
+        "withdrawn",
+        "failed",
+        "run",
+    ):
+        table.add_column(col, justify="right" if col not in ("channel", "run") else "left")
+    for r in runs:
+        table.add_row(
+            r.channel,
+            str(r.total),
+            str(r.rendered),
+            str(r.created),
+            str(r.updated),
+            str(r.unchanged),
+            str(r.rejected),
+            str(r.withdrawn),
+            str(r.failed),
+            r.id,
+        )
+    console.print(table)
+    if any(r.failed for r in runs):
+        raise SystemExit(1)
 
 
 @main.command()

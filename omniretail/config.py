@@ -61,6 +61,8 @@ class StoreSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     locale: str = "en_US"
     #: Public base URL of the gateway, used in feeds, links and QR codes.
     base_url: str = "http://127.0.0.1:8000"
+    #: The storefront page a cart handoff QR code opens; ``{code}`` is filled in.
+    handoff_url: str = "http://127.0.0.1:8000/?handoff={code}"
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -86,7 +88,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     #: Customer session lifetime.
     session_hours: Annotated[int, msgspec.Meta(ge=1)] = 24 * 30
     cors_origins: tuple[str, ...] = ()
-    #: Run the outbox worker inside the gateway process (default: yes on SQLite, no on PostgreSQL).
+    #: Run the worker (outbox, webhooks, jobs, periodic tasks) inside the gateway process
+    #: (default: yes on SQLite, no on PostgreSQL, where `omniretail worker` processes do it).
     embedded_worker: bool | None = None
 
 

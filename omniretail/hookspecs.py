@@ -20,13 +20,13 @@ fails when the two drift.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from omniretail.channel import ChannelContext, RegisterChannel
+    from omniretail.channel import ChannelContext, PeriodicTask, RegisterChannel
     from omniretail.domain.catalog import Product
     from omniretail.domain.customer import Customer
     from omniretail.domain.events import Event, OrderPlaced, OrderStatusChanged
@@ -78,13 +78,27 @@ def calculate_offers(cart: PricedCart, customer: Customer | None, kernel: Kernel
 
 
 @hookspec(firstresult=True)
-def render_listing(channel: ChannelContext, product: Product) -> Any:
-    """Render one product as this channel's listing (a feed row, a JSON-LD block, a slot value).
+def render_listing(channel: ChannelContext, product: Product, stock: Mapping[str, int]) -> Any:
+    """Render one product as this channel's listing (feed rows, a JSON-LD block, slot values).
 
-    Called by the publication pipeline for each product and enabled channel. Return the listing
-    (any msgspec-encodable value: the pipeline hashes it to publish only what changed), or raise
-    ``omniretail.domain.errors.InvalidValue`` naming what is missing to reject the product with
-    that reason. Return None if this channel does not list products.
+    Called by the publication pipeline for each active product and enabled channel, only when
+    the product, its stock or the channel's settings changed since the last publish. ``stock``
+    maps each of the product's SKUs to its free units at the channel's locations. Return the
+    listing (any msgspec-encodable value: the pipeline hashes it and records a change only when
+    the bytes differ), or raise ``omniretail.domain.errors.InvalidValue`` naming what is missing
+    to reject the product with that reason. Return None if this channel does not list products.
+    """
+
+
+@hookspec
+def register_tasks(register: Callable[[PeriodicTask], None], channel: ChannelContext) -> None:
+    """Contribute periodic work for an enabled channel (e.g. polling a marketplace for orders).
+
+    Called once per enabled channel when a worker starts. ``register(PeriodicTask(name=...,
+    every_seconds=..., run=...))``; ``run(state)`` is an async callable that receives the state
+    dict it returned last time (``{}`` at first) and returns the new state (a cursor, say). One
+    worker at a time runs a task, however many workers share the database; a failing run is
+    retried at the next interval.
     """
 
 

@@ -1,4 +1,5 @@
-"""The outbox worker: delivers committed events to the plugins' notification hooks.
+"""The outbox worker: delivers committed events to the plugins' notification hooks, and queues
+them for outbound webhooks (sent by :class:`omniretail.webhooks.WebhookDeliverer`).
 
 ``omniretail worker`` runs it (any number, on PostgreSQL); on the embedded SQLite default the
 gateway runs one in-process. Delivery is at least once and in commit order within a batch; a
@@ -37,8 +38,14 @@ class OutboxWorker:
         self.store = OutboxStore(kernel.db)
         self.lease_seconds = lease_seconds
         self.settings = kernel.config.worker
+        from omniretail.webhooks import WebhookStore  # here: omniretail.webhooks imports this module
+
+        self.webhooks = WebhookStore(kernel.db)
 
     async def dispatch(self, event: Event) -> None:
+        # Outbound webhook rows first (unique per subscription and event, so a retry of this
+        # event after a failing plugin does not fan out twice), then the plugins' hooks.
+        await self.webhooks.fan_out(event, self.kernel.clock())
         hook = self.kernel.hook
         await call_notification(hook.event_committed, event=event, kernel=self.kernel)
         if isinstance(event, OrderPlaced):

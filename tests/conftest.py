@@ -3,21 +3,24 @@ on PostgreSQL too (test ids carry ``sqlite`` / ``postgres``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from omniretail.kernel import Kernel
 from omniretail.services.clock import FakeClock
 from omniretail.starter import load_catalog, sample_catalog
-from omniretail.storage import tables
-from omniretail.storage.database import normalize_url
+from omniretail.storage import migrate, tables
+from omniretail.storage.database import Database, normalize_url
 
 PG_ENV = "OMNIRETAIL_TEST_POSTGRES_URL"
 
@@ -40,26 +43,67 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A database of its own for this test session on the server named by the environment, so
+    several test runs can share one server; migrated once, dropped at the end."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        yield None
+        return
+    import asyncpg
+
+    name = f"omni_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(base))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        db = Database(normalize_url(url))
+        try:
+            await migrate.upgrade(db)
+        finally:
+            await db.dispose()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(base))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(create())
+    try:
+        yield url
+    finally:
+        asyncio.run(drop())
+
+
 async def reset_postgres(url: str) -> None:
     """Empty every table (the schema stays): each test starts from nothing."""
     engine = create_async_engine(normalize_url(url))
     try:
         async with engine.begin() as conn:
-            exists = await conn.scalar(text("SELECT to_regclass('public.alembic_version')"))
-            if exists:
-                names = ", ".join(f'"{t.name}"' for t in tables.metadata.sorted_tables)
-                await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            names = ", ".join(f'"{t.name}"' for t in tables.metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     finally:
         await engine.dispose()
 
 
 @pytest.fixture
-async def db_url(backend: str, tmp_path: Path) -> str:
+async def db_url(backend: str, tmp_path: Path, postgres_url: str | None) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    url = os.environ[PG_ENV]
-    await reset_postgres(url)
-    return url
+    assert postgres_url is not None
+    await reset_postgres(postgres_url)
+    return postgres_url
 
 
 def store_config(url: str, **overrides: Any) -> dict[str, Any]:
@@ -118,3 +162,12 @@ async def stocked(kernel: Kernel) -> Kernel:
         row["location_id"] = rename[row["location_id"]]
     await load_catalog(kernel, data)
     return kernel
+
+
+@pytest.fixture
+async def api(db_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
+    """The gateway over a stocked store, with a storefront key per channel and an admin key."""
+    from tests.integration.gateway_fixtures import make_api
+
+    async for a in make_api(db_url, tmp_path, clock):
+        yield a

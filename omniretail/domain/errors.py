@@ -69,3 +69,11 @@ class ReturnExceedsSold(InvalidValue):
 
 class IdentityConflict(Conflict):
     code = "identity-conflict"
+
+
+class HandoffUsed(Conflict):
+    code = "handoff-used"
+
+
+class HandoffExpired(Conflict):
+    code = "handoff-expired"

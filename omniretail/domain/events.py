@@ -80,8 +80,17 @@ class CartChannelJoined(Event, frozen=True, kw_only=True, tag="cart.channel_join
 
 
 class CartHandedOff(Event, frozen=True, kw_only=True, tag="cart.handed_off"):
+    """A handoff code was made for the cart, to continue it on another channel."""
+
     cart_id: str
     expires_at: datetime
+
+
+class CartHandoffClaimed(Event, frozen=True, kw_only=True, tag="cart.handoff_claimed"):
+    """The code was claimed: the cart continues on ``channel`` (handed off from ``from_channel``)."""
+
+    cart_id: str
+    from_channel: str
 
 
 class CartMerged(Event, frozen=True, kw_only=True, tag="cart.merged"):
@@ -128,6 +137,7 @@ AnyEvent = (
     | CartLineChanged
     | CartChannelJoined
     | CartHandedOff
+    | CartHandoffClaimed
     | CartMerged
     | OrderPlaced
     | OrderStatusChanged

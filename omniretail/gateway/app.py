@@ -26,6 +26,7 @@ from omniretail.gateway.routes.catalog import CatalogController
 from omniretail.gateway.routes.common import KernelDep, provide_kernel
 from omniretail.gateway.routes.customers import CustomerController
 from omniretail.gateway.routes.orders import OrderController
+from omniretail.gateway.routes.publications import PublicationsController
 from omniretail.gateway.schemas import HealthOut
 from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, require_channel
 from omniretail.host import PluginError
@@ -79,7 +80,8 @@ def plugin_routers(kernel: Kernel) -> list[Router]:
 
 def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
     """The gateway for ``kernel``. Starting the app starts the kernel (and, on the embedded
-    SQLite default, an in-process outbox worker unless ``gateway.embedded_worker = false``)."""
+    SQLite default, an in-process outbox worker and webhook deliverer unless
+    ``gateway.embedded_worker = false``)."""
     settings = kernel.config.gateway
     keys = KeyStore(kernel.db)
     embedded = (
@@ -92,17 +94,20 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await kernel.start()
         stop = asyncio.Event()
-        task = None
+        tasks: list[asyncio.Task[None]] = []
         if embedded:
+            from omniretail.background import run_background
+            from omniretail.webhooks import WebhookDeliverer
             from omniretail.worker import OutboxWorker
 
-            task = asyncio.create_task(OutboxWorker(kernel).run(stop))
+            tasks.append(asyncio.create_task(OutboxWorker(kernel).run(stop)))
+            tasks.append(asyncio.create_task(WebhookDeliverer(kernel).run(stop)))
+            tasks.append(asyncio.create_task(run_background(kernel, stop)))
         try:
             yield
         finally:
             stop.set()
-            if task is not None:
-                await task
+            await asyncio.gather(*tasks)
             await kernel.close()
 
     openapi = OpenAPIConfig(
@@ -134,6 +139,7 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
             OrderController,
             CustomerController,
             AdminController,
+            PublicationsController,
             *plugin_routers(kernel),
         ],
         dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False)},

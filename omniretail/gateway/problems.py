@@ -19,6 +19,7 @@ from omniretail.config import ConfigError
 from omniretail.domain.errors import (
     Conflict,
     DomainError,
+    HandoffExpired,
     IllegalTransition,
     InvalidValue,
     NotFound,
@@ -55,6 +56,7 @@ _TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -216,6 +218,8 @@ def _status_for(exc: DomainError) -> int:
         return 401
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, HandoffExpired):
+        return 410
     if isinstance(exc, OutOfStock | IllegalTransition | Conflict):
         return 409
     if isinstance(exc, InvalidValue):

@@ -103,6 +103,11 @@ class MergeBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     target_id: str
 
 
+class HandoffBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: How long the code lives.
+    minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 15
+
+
 class TierBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tier: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None
 
@@ -308,6 +313,27 @@ class WebhookOut(msgspec.Struct, frozen=True):
     secret: str | None = None
 
 
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class WebhookDeliveryOut(msgspec.Struct, frozen=True):
+    """One event's delivery to one subscription (all attempts together)."""
+
+    id: str
+    #: Also the ``webhook-id`` header: receivers deduplicate on it.
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    status: DeliveryStatus
+    attempts: int
+    #: The receiver's HTTP status on the last attempt (null: no answer, e.g. a timeout).
+    last_status_code: int | None
+    last_error: str | None
+    #: When the next attempt is due (pending deliveries only).
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
 class RevisionOut(msgspec.Struct, frozen=True):
     revision: int
     changed_at: datetime
@@ -327,3 +353,14 @@ class HealthOut(msgspec.Struct, frozen=True):
     schema_revision: str | None
     catalog_revision: int
     channels: list[str]
+
+
+class HandoffOut(msgspec.Struct, frozen=True):
+    #: Six characters to read out or type (no I, L, O or U); case and dashes do not matter.
+    code: str
+    expires_at: datetime
+    #: What the QR code opens (``store.handoff_url``).
+    url: str
+    qr_svg: str
+    #: The same QR code as a PNG data URI.
+    qr_png: str

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 
 import msgspec
 
 from omniretail.domain.cart import Cart, CartStatus, merge_lines, set_line
 from omniretail.domain.catalog import Product, ProductStatus
 from omniretail.domain.customer import Customer
-from omniretail.domain.errors import Conflict, InvalidValue, NotFound
+from omniretail.domain.errors import Conflict, HandoffExpired, HandoffUsed, InvalidValue, NotFound
 from omniretail.domain.events import (
     CartChannelJoined,
     CartCreated,
+    CartHandedOff,
+    CartHandoffClaimed,
     CartLineChanged,
     CartMerged,
     Event,
 )
-from omniretail.domain.ids import new_id
+from omniretail.domain.ids import new_id, new_short_code, normalize_code
 from omniretail.services.catalog import CatalogService
 from omniretail.services.clock import Clock
 from omniretail.services.pricing import OfferSource, PricedCart, price_cart
@@ -235,6 +238,69 @@ class CartService:
                 )
             )
         return merged
+
+    async def hand_off(
+        self, cart_id: str, *, channel: str, minutes: int = 15, actor: str = "customer"
+    ) -> tuple[str, datetime]:
+        """A short code (6 characters, no look-alike letters) that continues this cart on
+        another channel; it expires after ``minutes`` and can be claimed once."""
+        if not 1 <= minutes <= 24 * 60:
+            raise InvalidValue("a handoff lasts 1 minute to 24 hours", field="minutes")
+        cart = await self.get(cart_id)
+        cart.require_open()
+        now = self.clock()
+        expires = now + timedelta(minutes=minutes)
+        async with self.uow.write() as tx:
+            for _ in range(10):
+                code = new_short_code(6)
+                if await tx.carts.create_handoff(code, cart.id, channel, now, expires):
+                    break
+            else:  # pragma: no cover - 10 collisions in a 2^30 space
+                raise Conflict("could not draw a free handoff code; try again", field="cart_id")
+            await tx.events.record(
+                CartHandedOff(
+                    id=new_id("evt"),
+                    occurred_at=now,
+                    channel=channel,
+                    actor=actor,
+                    customer_id=cart.customer_id,
+                    cart_id=cart.id,
+                    expires_at=expires,
+                )
+            )
+        return code, expires
+
+    async def claim(self, code: str, *, channel: str, customer_id: str | None = None) -> Cart:
+        """Continue the cart behind ``code`` on ``channel``. A second claim, an expired or an
+        unknown code is refused (and changes nothing)."""
+        code = normalize_code(code)
+        now = self.clock()
+        async with self.uow.write() as tx:
+            cart_id = await tx.carts.claim_handoff(code, channel, now)
+            if cart_id is None:
+                found = await tx.carts.handoff(code)
+                if found is None:
+                    raise NotFound("no such handoff code", field="code")
+                if found[3] is not None:
+                    raise HandoffUsed("this code was already used", field="code")
+                raise HandoffExpired("this code has expired; ask for a new one", field="code")
+            cart = await tx.carts.get(cart_id)
+            assert cart is not None
+            await tx.events.record(
+                CartHandoffClaimed(
+                    id=new_id("evt"),
+                    occurred_at=now,
+                    channel=channel,
+                    actor="customer",
+                    customer_id=cart.customer_id,
+                    cart_id=cart_id,
+                    from_channel=cart.channels[-1],
+                )
+            )
+        cart = await self.touch(cart_id, channel=channel)
+        if customer_id is not None and cart.customer_id != customer_id:
+            cart = await self.attach_customer(cart_id, customer_id, channel=channel)
+        return cart
 
     async def price(self, cart: Cart, customer: Customer | None) -> PricedCart:
         snapshot = await self.catalog.snapshot()

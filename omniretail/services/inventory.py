@@ -37,6 +37,11 @@ class InventoryService:
             totals[level.sku] += level.available
         return totals
 
+    async def available_everywhere(self, location_ids: Sequence[str]) -> dict[str, int]:
+        """Free units of every stocked SKU at these locations (for feeds and publication)."""
+        async with self.uow.read() as tx:
+            return await tx.stock.available_by_sku(location_ids, self.clock())
+
     async def adjust(
         self,
         sku: str,

@@ -52,6 +52,9 @@ class StockRepository(Protocol):
     ) -> list[StockLevel]:
         """Stock levels; with ``now``, live reservations only (expired ones are not counted)."""
 
+    async def available_by_sku(self, location_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        """Free units of every SKU stocked at these locations (expired holds not counted)."""
+
     async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
         """Change on-hand by ``delta`` (creating the row); None if that would go below what is
         reserved or below zero. One conditional statement."""
@@ -81,6 +84,14 @@ class CartRepository(Protocol):
         """Write the cart if nobody changed it since ``expected_version`` (optimistic)."""
 
     async def open_for_customer(self, customer_id: str) -> Cart | None: ...
+    async def create_handoff(self, code: str, cart_id: str, channel: str, now: datetime, expires_at: datetime) -> bool:
+        """False if the code is taken (the caller draws another)."""
+
+    async def claim_handoff(self, code: str, channel: str, now: datetime) -> str | None:
+        """The cart id if this call claimed the live code (once, whatever the concurrency)."""
+
+    async def handoff(self, code: str) -> tuple[str, str, datetime, datetime | None] | None:
+        """(cart id, channel that made it, expiry, claimed at)."""
 
 
 class OrderRepository(Protocol):

@@ -202,6 +202,27 @@ class SqlStock:
             for s, loc, oh, res in rows
         ]
 
+    async def available_by_sku(self, location_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        sl, r = t.stock_levels, t.reservations
+        rows = await self.conn.execute(
+            select(sl.c.sku, func.sum(sl.c.on_hand - sl.c.reserved))
+            .where(sl.c.location_id.in_(list(location_ids)))
+            .group_by(sl.c.sku)
+        )
+        totals = {sku: int(n) for sku, n in rows}
+        expired = await self.conn.execute(
+            select(r.c.sku, func.sum(r.c.quantity))
+            .where(
+                r.c.location_id.in_(list(location_ids)),
+                r.c.status == ReservationStatus.ACTIVE.value,
+                r.c.expires_at <= now,
+            )
+            .group_by(r.c.sku)
+        )
+        for sku, n in expired:
+            totals[sku] = totals.get(sku, 0) + int(n)
+        return totals
+
     async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
         sl = t.stock_levels
         result = await self.conn.execute(
@@ -414,6 +435,38 @@ class SqlCarts:
             .limit(1)
         )
         return await self.get(cart_id) if cart_id else None
+
+    async def create_handoff(self, code: str, cart_id: str, channel: str, now: datetime, expires_at: datetime) -> bool:
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(
+                    insert(t.cart_handoffs).values(
+                        code=code, cart_id=cart_id, channel=channel, created_at=now, expires_at=expires_at
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def claim_handoff(self, code: str, channel: str, now: datetime) -> str | None:
+        h = t.cart_handoffs
+        result = await self.conn.execute(
+            update(h)
+            .where(h.c.code == code, h.c.claimed_at.is_(None), h.c.expires_at > now)
+            .values(claimed_at=now, claimed_channel=channel)
+            .returning(h.c.cart_id)
+        )
+        cart_id: str | None = result.scalar()
+        return cart_id
+
+    async def handoff(self, code: str) -> tuple[str, str, datetime, datetime | None] | None:
+        h = t.cart_handoffs
+        row = (
+            await self.conn.execute(
+                select(h.c.cart_id, h.c.channel, h.c.expires_at, h.c.claimed_at).where(h.c.code == code)
+            )
+        ).first()
+        return (row[0], row[1], row[2], row[3]) if row else None
 
 
 class SqlOrders:

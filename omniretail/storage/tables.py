@@ -352,3 +352,107 @@ inbound_deliveries = Table(
     ts("received_at", nullable=False),
     Column("result", Text),
 )
+
+# -- publication pipeline ------------------------------------------------------------------------
+
+publications = Table(
+    "publications",
+    metadata,
+    # The current listing of a product on a channel, as last published.
+    Column("channel", String(60), primary_key=True),
+    Column("product_id", String(40), primary_key=True),
+    Column("status", String(20), nullable=False),  # published | rejected | withdrawn | failed
+    # Hash of what the rendering depends on (product revision, stock, channel settings): when it
+    # has not moved, the product is not rendered again.
+    Column("input_hash", String(32), nullable=False),
+    # Hash of the rendered listing: only a different hash counts as a change to send.
+    Column("content_hash", String(32)),
+    Column("content", LargeBinary),
+    Column("reason", Text),
+    Column("product_revision", Integer, nullable=False),
+    Column("run_id", String(40), nullable=False),
+    ts("updated_at", nullable=False),
+    Index("ix_publications_channel_status", "channel", "status"),
+)
+
+publication_log = Table(
+    "publication_log",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(40), nullable=False, index=True),
+    Column("channel", String(60), nullable=False),
+    Column("product_id", String(40), nullable=False),
+    Column("action", String(20), nullable=False),  # created | updated | rejected | withdrawn | failed
+    Column("content_hash", String(32)),
+    Column("reason", Text),
+    Column("product_revision", Integer, nullable=False),
+    ts("at", nullable=False),
+    Index("ix_publication_log_product", "channel", "product_id", "seq"),
+)
+
+publication_runs = Table(
+    "publication_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("channel", String(60), nullable=False),
+    Column("status", String(20), nullable=False),  # running | done | failed
+    Column("trigger", String(60), nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("rendered", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("rejected", Integer, nullable=False, default=0),
+    Column("withdrawn", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("error", Text),
+    ts("started_at", nullable=False),
+    ts("finished_at"),
+    Index("ix_publication_runs_channel", "channel", "started_at"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # Background work requested through the API and run by `omniretail worker`.
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(60), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # queued | running | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    ts("created_at", nullable=False),
+    ts("available_at", nullable=False),
+    ts("locked_until"),
+    Column("locked_by", String(80)),
+    ts("finished_at"),
+    Column("result", Text),
+    Column("error", Text),
+    Index("ix_jobs_due", "status", "available_at"),
+)
+
+task_state = Table(
+    "task_state",
+    metadata,
+    # Periodic plugin tasks (e.g. a marketplace order poller): claimed by one worker at a time.
+    Column("name", String(120), primary_key=True),
+    ts("next_run_at", nullable=False),
+    ts("locked_until"),
+    Column("locked_by", String(80)),
+    ts("last_run_at"),
+    Column("last_error", Text),
+    # What the task keeps between runs (e.g. a LastUpdatedAfter cursor), as JSON.
+    Column("state", Text, nullable=False, default="{}"),
+)
+
+cart_handoffs = Table(
+    "cart_handoffs",
+    metadata,
+    # A short code that continues one cart on another channel: expiring, claimable once.
+    Column("code", String(16), primary_key=True),
+    Column("cart_id", String(40), nullable=False, index=True),
+    Column("channel", String(60), nullable=False),
+    ts("created_at", nullable=False),
+    ts("expires_at", nullable=False),
+    ts("claimed_at"),
+    Column("claimed_channel", String(60)),
+)

@@ -1,4 +1,5 @@
 """In-store kiosk channel for omniretail.
 
-Store-scoped availability, google local inventory feed, click and collect, endless aisle, qr handoff.
+Store-scoped availability, Google local inventory feed, click and collect, endless aisle, QR handoff.
+See ``docs/channels/kiosk.md``.
 """

@@ -1,4 +1,5 @@
 """Social commerce channel for omniretail.
 
-Meta and tiktok catalog csv, shoppable links with attribution, signed webhooks.
+Meta and TikTok catalog CSV, shoppable links with UTM attribution, signed Meta webhooks that
+turn "buy 2 latte" comments and messages into carts. See docs/channels/social.md.
 """

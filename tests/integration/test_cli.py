@@ -25,6 +25,17 @@ def omni(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
     )
 
 
+def test_init_then_publish_in_an_empty_folder(tmp_path: Path) -> None:
+    assert omni("init", cwd=tmp_path).returncode == 0
+    first = omni("catalog", "publish", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "webshop" in first.stdout and "Publication" in first.stdout
+    one = omni("catalog", "publish", "--channel", "webshop", cwd=tmp_path)
+    assert one.returncode == 0 and "marketplace" not in one.stdout
+    bad = omni("catalog", "publish", "--channel", "nosuch", cwd=tmp_path)
+    assert bad.returncode != 0 and "nosuch" in bad.stderr
+
+
 def test_init_makes_a_working_store_in_an_empty_folder(tmp_path: Path) -> None:
     result = omni("init", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -16,10 +16,11 @@ from omniretail.domain.errors import InvalidValue, NotFound
 from omniretail.domain.ids import new_id
 from omniretail.gateway.present import customer_out, decode_cursor, encode_cursor, order_out, product_out
 from omniretail.gateway.routes.common import KernelDep, caller, errors
-from omniretail.gateway.routes.customers import timeline_page
+from omniretail.gateway.routes.customers import int_cursor, timeline_page
 from omniretail.gateway.schemas import (
     ApiKeyOut,
     CustomerOut,
+    DeliveryStatus,
     EventOut,
     ImportOut,
     KeyCreate,
@@ -34,6 +35,7 @@ from omniretail.gateway.schemas import (
     TierBody,
     TransitionBody,
     WebhookCreate,
+    WebhookDeliveryOut,
     WebhookOut,
 )
 from omniretail.gateway.security import require_admin
@@ -425,3 +427,58 @@ class AdminController(Controller):
             )
         if result.rowcount != 1:
             raise NotFound(f"no active webhook {webhook_id!r}", field="webhook_id")
+
+    @get(
+        "/webhooks/{webhook_id:str}/deliveries",
+        operation_id="adminListWebhookDeliveries",
+        responses=errors(),
+        summary="A webhook subscription's delivery log, newest event first",
+    )
+    async def webhook_deliveries(
+        self,
+        kernel: KernelDep,
+        webhook_id: FromPath[str],
+        limit: Limit = 20,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[DeliveryStatus | None] = None,
+    ) -> Page[WebhookDeliveryOut]:
+        d, e = t.webhook_deliveries, t.events
+        after = int_cursor(cursor)
+        query = (
+            select(d, e.c.id.label("event_id"), e.c.type.label("event_type"), e.c.occurred_at)
+            .join(e, e.c.seq == d.c.event_seq)
+            .where(d.c.subscription_id == webhook_id)
+            .order_by(d.c.event_seq.desc())
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(d.c.event_seq < after)
+        if status is not None:
+            query = query.where(d.c.status == status)
+        async with kernel.db.read() as conn:
+            known = await conn.scalar(
+                select(t.webhook_subscriptions.c.id).where(t.webhook_subscriptions.c.id == webhook_id)
+            )
+            if known is None:
+                raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
+            rows = (await conn.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[
+                WebhookDeliveryOut(
+                    id=r.id,
+                    event_id=r.event_id,
+                    event_type=r.event_type,
+                    occurred_at=r.occurred_at,
+                    status=r.status,
+                    attempts=r.attempts,
+                    last_status_code=r.last_status_code,
+                    last_error=r.last_error,
+                    next_attempt_at=r.next_attempt_at if r.status == "pending" else None,
+                    delivered_at=r.delivered_at,
+                )
+                for r in rows
+            ],
+            next_cursor=encode_cursor(rows[-1].event_seq) if more and rows else None,
+        )

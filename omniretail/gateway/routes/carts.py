@@ -20,6 +20,8 @@ from omniretail.gateway.schemas import (
     CartOut,
     CheckoutBody,
     CouponSet,
+    HandoffBody,
+    HandoffOut,
     LineAdd,
     LineSet,
     OrderOut,
@@ -159,6 +161,46 @@ class CartController(Controller):
         customer_id = require_customer(request)
         await visible_cart(kernel, cart_id, principal)
         cart = await kernel.carts.attach_customer(cart_id, customer_id, channel=principal.channel)
+        return await render(kernel, cart)
+
+    @post(
+        "/{cart_id:str}/handoff",
+        operation_id="handOffCart",
+        status_code=HTTP_201_CREATED,
+        responses=errors(),
+        opt={"idempotency": "optional"},
+        summary="A short code and QR code that continue this cart on another channel",
+    )
+    async def hand_off(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        cart_id: FromPath[str],
+        data: JSONBody[HandoffBody | None] = None,
+    ) -> HandoffOut:
+        import segno
+
+        principal = caller(request)
+        await visible_cart(kernel, cart_id, principal)
+        code, expires = await kernel.carts.hand_off(
+            cart_id, channel=principal.channel, minutes=(data or HandoffBody()).minutes
+        )
+        url = kernel.config.store.handoff_url.replace("{code}", code)
+        qr = segno.make(url, error="m")
+        return HandoffOut(
+            code=code, expires_at=expires, url=url, qr_svg=qr.svg_inline(scale=4), qr_png=qr.png_data_uri(scale=4)
+        )
+
+    @post(
+        "/handoffs/{code:str}/claim",
+        operation_id="claimCartHandoff",
+        status_code=HTTP_200_OK,
+        responses=errors(410),
+        summary="Continue a handed-off cart on the caller's channel (once)",
+    )
+    async def claim(self, request: Request[Any, Any, Any], kernel: KernelDep, code: FromPath[str]) -> CartOut:
+        principal = caller(request)
+        cart = await kernel.carts.claim(code, channel=principal.channel, customer_id=principal.customer_id)
         return await render(kernel, cart)
 
     @post(

@@ -1,0 +1,165 @@
+"""The publication pipeline: render what changed, record everything, withdraw what left."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from omniretail import hookimpl
+from omniretail.channel import ChannelContext, ChannelSpec, RegisterChannel
+from omniretail.domain.catalog import Product
+from omniretail.domain.errors import InvalidValue
+from omniretail.kernel import Kernel
+from omniretail.publishing import Publisher
+from omniretail.services.clock import FakeClock
+from omniretail.storage.publications import PublicationStore
+from tests.conftest import store_config
+from tests.integration.helpers import draft
+
+
+class Probe:
+    """A channel that counts its renders, rejects products without a brand, and can fail."""
+
+    def __init__(self) -> None:
+        self.rendered: list[str] = []
+        self.flaky: dict[str, int] = {}
+
+    @hookimpl
+    def register_channels(self, register: RegisterChannel) -> None:
+        register(ChannelSpec(name="probe", title="Probe"))
+
+    @hookimpl
+    def render_listing(self, channel: ChannelContext, product: Product, stock: Mapping[str, int]) -> Any:
+        self.rendered.append(product.handle)
+        if self.flaky.get(product.handle, 0) > 0:
+            self.flaky[product.handle] -= 1
+            raise ConnectionError("renderer hiccup")
+        if not product.brand:
+            raise InvalidValue("a listing needs a brand", field="brand")
+        price = product.variants[0].prices[0].amount
+        return {"id": product.id, "title": product.title, "price": price, "stock": dict(stock)}
+
+
+@pytest.fixture
+async def probe(db_url: str, tmp_path: Path, clock: FakeClock) -> Any:
+    plugin = Probe()
+    config = store_config(db_url)
+    config["channels"] = {"probe": {"locations": ["wh"]}}
+    kernel = Kernel.from_config(config, plugins=[plugin], entry_points=False, base_dir=str(tmp_path), clock=clock)
+    async with kernel:
+        for i in range(5):
+            await kernel.catalog.create(draft(f"P-{i}", brand="Acme"))
+        await kernel.catalog.create(draft("NOBRAND"))
+        yield kernel, plugin
+
+
+async def test_first_publish_renders_all_and_records_rejections(probe: Any) -> None:
+    kernel, _ = probe
+    run = await Publisher(kernel).publish("probe")
+    assert (run.total, run.rendered, run.created, run.rejected, run.failed) == (6, 6, 5, 1, 0)
+    store = PublicationStore(kernel.db)
+    rejected = await store.records("probe", status="rejected")
+    assert len(rejected) == 1 and rejected[0].reason == "brand: a listing needs a brand"
+    listings = [msgspec.json.decode(c) async for c in store.listings("probe")]
+    assert sorted(x["title"] for x in listings) == [f"Item P-{i}" for i in range(5)]
+
+
+async def test_republish_renders_only_what_changed(probe: Any) -> None:
+    kernel, plugin = probe
+    publisher = Publisher(kernel)
+    await publisher.publish("probe")
+    plugin.rendered.clear()
+    again = await publisher.publish("probe")
+    assert (again.rendered, again.unchanged, again.created, again.updated) == (0, 6, 0, 0)
+    assert plugin.rendered == []
+    # One product edited, another's stock moved: only those two render; only they are logged.
+    p1 = (await kernel.catalog.snapshot()).by_handle["p-1"]
+    await kernel.catalog.update(p1.id, draft("P-1", price=1500, brand="Acme"))
+    await kernel.inventory.adjust("P-3", "wh", 7)
+    third = await publisher.publish("probe")
+    assert sorted(plugin.rendered) == ["p-1", "p-3"]
+    assert (third.rendered, third.updated, third.unchanged) == (2, 2, 4)
+    history = await PublicationStore(kernel.db).history(channel="probe", run_id=third.id)
+    assert sorted((h.action, h.product_id) for h in history) == sorted(
+        [("updated", p1.id), ("updated", (await kernel.catalog.snapshot()).by_handle["p-3"].id)]
+    )
+    # Stock at a location the channel does not sell from changes nothing.
+    plugin.rendered.clear()
+    await kernel.inventory.adjust("P-2", "store-a", 5)
+    assert (await publisher.publish("probe")).rendered == 0
+
+
+async def test_a_new_revision_with_identical_listing_bytes_is_not_a_change(probe: Any) -> None:
+    kernel, plugin = probe
+    publisher = Publisher(kernel)
+    await publisher.publish("probe")
+    p2 = (await kernel.catalog.snapshot()).by_handle["p-2"]
+    await kernel.catalog.update(p2.id, draft("P-2", brand="Acme", description="only the description changed"))
+    plugin.rendered.clear()
+    run = await publisher.publish("probe")
+    assert plugin.rendered == ["p-2"]  # its inputs moved, so it was rendered...
+    assert (run.rendered, run.updated, run.unchanged) == (1, 0, 6)  # ...but the probe's listing is the same
+    assert await PublicationStore(kernel.db).history(channel="probe", run_id=run.id) == []
+
+
+async def test_archived_products_are_withdrawn_once(probe: Any) -> None:
+    kernel, _ = probe
+    publisher = Publisher(kernel)
+    await publisher.publish("probe")
+    p0 = (await kernel.catalog.snapshot()).by_handle["p-0"]
+    await kernel.catalog.set_status(p0.id, "archived")
+    run = await publisher.publish("probe")
+    assert run.withdrawn == 1
+    record = await PublicationStore(kernel.db).record("probe", p0.id)
+    assert record is not None and record.status == "withdrawn"
+    assert len([c async for c in PublicationStore(kernel.db).listings("probe")]) == 4
+    assert (await publisher.publish("probe")).withdrawn == 0
+
+
+async def test_transient_failures_are_retried_then_recorded(probe: Any) -> None:
+    kernel, plugin = probe
+    plugin.flaky = {"p-2": 2, "p-4": 99}
+    run = await Publisher(kernel).publish("probe")
+    assert run.failed == 1 and run.created == 4  # p-2 succeeded on its third try
+    failed = await PublicationStore(kernel.db).records("probe", status="failed")
+    assert [f.reason for f in failed] == ["ConnectionError: renderer hiccup"]
+    plugin.flaky = {}
+    retry = await Publisher(kernel).publish("probe")
+    assert (retry.rendered, retry.created, retry.failed) == (1, 1, 0)
+
+
+async def test_unknown_channel_is_named(probe: Any) -> None:
+    from omniretail.domain.errors import NotFound
+
+    with pytest.raises(NotFound, match="nosuch"):
+        Publisher(probe[0]).channels("nosuch")
+
+
+async def test_publish_job_through_the_api_and_the_worker(api: Any) -> None:
+    from omniretail.background import JobRunner
+
+    admin = api.h("admin")
+    r = await api.client.post("/v1/admin/publications", json={"channel": "webshop"}, headers=admin)
+    assert r.status_code == 202 and r.json()["status"] == "queued"
+    job_id = r.json()["id"]
+    assert (await JobRunner(api.kernel).run_once()) is not None
+    job = (await api.client.get(f"/v1/admin/jobs/{job_id}", headers=admin)).json()
+    assert job["status"] == "done", job
+    run_id = job["result"]["runs"][0]
+    run = (await api.client.get(f"/v1/admin/publications/runs/{run_id}", headers=admin)).json()
+    assert run["channel"] == "webshop" and run["created"] == 6
+    records = (await api.client.get("/v1/admin/publications/webshop", headers=admin)).json()["items"]
+    assert len(records) == 6 and {r["status"] for r in records} == {"published"}
+    one = (await api.client.get(f"/v1/admin/publications/webshop/{records[0]['product_id']}", headers=admin)).json()
+    assert one["listing"][0]["price"].endswith(" EUR")
+    history = (await api.client.get("/v1/admin/publications/history", params={"run_id": run_id}, headers=admin)).json()[
+        "items"
+    ]
+    assert len(history) == 6
+    bad = await api.client.post("/v1/admin/publications", json={"channel": "nosuch"}, headers=admin)
+    assert bad.status_code == 404
+    assert (await api.client.post("/v1/admin/publications", headers=api.h("webshop"))).status_code == 403
