@@ -1,5 +1,6 @@
-"""Background work besides the outbox: queued jobs (e.g. a publish asked for through the API)
-and the plugins' periodic tasks (e.g. a marketplace order poller)."""
+"""Background work besides the outbox: queued jobs (e.g. a publish asked for through the API),
+the plugins' periodic tasks (e.g. a marketplace order poller) and the payment recovery task
+(``payments.recover``: checkouts and payment operations left in between are settled)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ async def _publish_job(kernel: Kernel, payload: dict[str, Any]) -> dict[str, Any
 
 #: Kinds of job the worker knows how to run.
 JOB_HANDLERS: dict[str, JobHandler] = {"publish": _publish_job}
+
+
+async def recover_payments(kernel: Kernel, state: dict[str, Any]) -> dict[str, Any]:
+    """Ask providers again about checkouts and operations left in between (a crash, a lost
+    answer), with the same idempotency keys, then finish or undo them."""
+    attempts = await kernel.checkout.recover()
+    operations = await kernel.payments.recover_operations()
+    return {
+        "attempts_last_run": attempts,
+        "operations_last_run": operations,
+        "runs": int(state.get("runs", 0)) + 1,
+    }
 
 
 def worker_name() -> str:
@@ -76,6 +89,14 @@ class TaskRunner:
         self.leases = TaskLeases(kernel.db)
         self.name = name or worker_name()
         self.tasks: list[PeriodicTask] = []
+        if kernel.payments.providers:
+            self._add(
+                PeriodicTask(
+                    name="payments.recover",
+                    every_seconds=kernel.config.worker.payment_recovery_seconds,
+                    run=lambda state: recover_payments(kernel, state),
+                )
+            )
         for channel, ctx in kernel.channels.items():
             kernel.channel_hook(channel, "register_tasks")(register=self._add, channel=ctx)
 

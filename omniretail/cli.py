@@ -384,21 +384,108 @@ def catalog_publish(ctx: click.Context, channel: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--chart",
+    "chart_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write an SVG bar chart of revenue per channel to this file.",
+)
 @click.pass_context
 @handles_config_errors
-def channels(ctx: click.Context) -> None:
-    """List installed channel plugins and whether each is enabled."""
+def report(ctx: click.Context, chart_path: Path | None) -> None:
+    """Sales and orders per channel, journeys that crossed channels, handoff conversion."""
+    from omniretail.reporting import build_report, chart_svg
+
+    kernel = kernel_from(ctx)
+
+    async def go() -> Any:
+        async with kernel:
+            return await build_report(kernel)
+
+    result = run(go())
+    print_report(result)
+    if chart_path is not None:
+        chart_path.write_text(chart_svg(result), encoding="utf-8")
+        click.echo(f"chart written to {chart_path}")
+
+
+def print_report(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from omniretail.domain.money import Money
+
+    console = Console(width=120)
+    sales = Table(title="Sales per channel")
+    for col in ("channel", "orders", "revenue", "units returned"):
+        sales.add_column(col, justify="left" if col == "channel" else "right")
+    for row in result.sales:
+        sales.add_row(
+            row.channel,
+            str(row.orders),
+            Money(amount=row.revenue, currency=row.currency).feed_string(),
+            str(row.units_returned),
+        )
+    console.print(sales)
+    journeys = Table(title=f"Journeys across channels ({result.cross_channel_orders} of {result.orders} orders)")
+    journeys.add_column("started on")
+    journeys.add_column("finished on")
+    journeys.add_column("orders", justify="right")
+    for j in result.journeys:
+        journeys.add_row(j.started_on, j.finished_on, str(j.orders))
+    console.print(journeys)
+    h = result.handoffs
+    console.print(
+        f"handoffs: {h.created} created, {h.claimed} claimed, {h.converted} became orders "
+        f"({h.conversion:.0%} conversion)"
+    )
+
+
+@main.command()
+@click.pass_context
+@handles_config_errors
+def channels(ctx: click.Context) -> None:
+    """Installed channel plugins, and the capability matrix of the enabled ones: which journey
+    steps each carries, with the gaps flagged."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from omniretail.matrix import capability_matrix
+
     kernel = kernel_from(ctx)
-    table = Table(title="Channels")
-    for col in ("channel", "title", "enabled", "sells from", "capabilities"):
+    console = Console(width=140)
+    table = Table(title="Installed channels")
+    for col in ("channel", "title", "enabled", "sells from"):
         table.add_column(col)
     for spec in sorted(kernel.installed_channels(), key=lambda s: s.name):
         enabled = spec.name in kernel.channels
         locs = ", ".join(kernel.channels[spec.name].locations) if enabled else ""
-        caps = ", ".join(sorted(c.value for c in spec.capabilities)) or "-"
-        table.add_row(spec.name, spec.title, "yes" if enabled else "no", locs, caps)
-    Console(width=140).print(table)
+        table.add_row(spec.name, spec.title, "yes" if enabled else "no", locs)
+    console.print(table)
+    matrix = capability_matrix(kernel)
+    if matrix.channels:
+        grid = Table(title="Capability matrix (journey steps each enabled channel carries)")
+        grid.add_column("channel")
+        for step in matrix.steps:
+            grid.add_column(step, justify="center")
+        for row in matrix.channels:
+            grid.add_row(row.name, *("✓" if row.steps[step] else "·" for step in matrix.steps))
+        console.print(grid)
+        console.print(f"maturity: {matrix.carried}/{matrix.cells} journey steps carried ({matrix.maturity:.0%})")
+        console.print("gaps: " + (", ".join(matrix.gaps) + " (no channel carries them)" if matrix.gaps else "none"))
+        if matrix.single:
+            console.print("carried by one channel only: " + ", ".join(f"{k} ({v})" for k, v in matrix.single.items()))
     run(kernel.close())
+
+
+@main.command()
+def demo() -> None:
+    """Play one customer's journey across all five channels in a temporary store (seconds)."""
+    from omniretail.demo import DemoError, run_demo
+
+    try:
+        run_demo()
+    except DemoError as exc:
+        click.echo(f"omniretail demo: {exc}", err=True)
+        sys.exit(1)

@@ -2,7 +2,8 @@
 
 Decoding is strict. Every table decodes into a frozen msgspec Struct with
 ``forbid_unknown_fields=True``; each ``[channels.<name>]`` table decodes into the plugin's own
-settings Struct. Any mistake raises ``ConfigError`` naming the key path (``channels.webshop.color``),
+settings Struct, and each ``[payments.<name>]`` table into the payment provider's. Any mistake
+raises ``ConfigError`` naming the key path (``channels.webshop.color``),
 which the CLI prints as one line before exiting with status 2. Secrets are written as
 ``env:NAME`` and read from the environment; a literal secret in the file is refused.
 """
@@ -20,6 +21,7 @@ import msgspec
 
 from omniretail.domain.inventory import StockLocation
 from omniretail.domain.money import Currency
+from omniretail.domain.payment import CaptureMode
 
 DEFAULT_CONFIG_NAME = "omniretail.toml"
 CONFIG_ENV = "OMNIRETAIL_CONFIG"
@@ -102,12 +104,32 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     backoff_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     #: Stop retrying after this long, whatever the attempt count.
     retry_horizon_hours: Annotated[float, msgspec.Meta(gt=0)] = 72.0
+    #: Checkouts and payment operations left in between this long are settled by the worker
+    #: (asked again, then finished or undone); the recovery task also runs this often.
+    payment_recovery_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
 
 
 class InventorySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: How long a reservation holds stock before it is ignored.
     reservation_minutes: Annotated[int, msgspec.Meta(ge=1)] = 15
     low_stock_threshold: Annotated[int, msgspec.Meta(ge=0)] = 3
+
+
+TierName = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class LoyaltyTier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: The customer tier set (prices may have a tier price for it).
+    name: TierName
+    #: Lifetime order total, in minor units of the store currency, from which the tier applies.
+    min_spend: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class LoyaltySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Points earned per whole currency unit of an order's total (0: no points).
+    points_per_unit: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 1
+    #: Tiers by lifetime spend; the highest reached is the customer's tier.
+    tiers: tuple[LoyaltyTier, ...] = ()
 
 
 class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,11 +139,27 @@ class ChannelConfig(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
     #: Stock locations this channel sells from, in preference order (default: all).
     locations: tuple[str, ...] = ()
+    #: Payment providers offered on this channel (default: every configured one).
+    payments: tuple[str, ...] = ()
     settings: Any = None
 
 
 #: Keys every ``[channels.<name>]`` table may have; the rest belongs to the plugin.
-COMMON_CHANNEL_KEYS = ("enabled", "locations")
+COMMON_CHANNEL_KEYS = ("enabled", "locations", "payments")
+
+
+class PaymentConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """One configured payment provider: the keys every provider has, plus its own settings."""
+
+    name: str
+    enabled: bool = True
+    #: ``immediate`` or ``on_fulfilment``; default: the provider's own default.
+    capture: CaptureMode | None = None
+    settings: Any = None
+
+
+#: Keys every ``[payments.<name>]`` table may have; the rest belongs to the provider.
+COMMON_PAYMENT_KEYS = ("enabled", "capture")
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,6 +170,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     inventory: InventorySettings = InventorySettings()
     locations: tuple[StockLocation, ...] = ()
     channels: dict[str, ChannelConfig] = msgspec.field(default_factory=dict)
+    payments: dict[str, PaymentConfig] = msgspec.field(default_factory=dict)
+    loyalty: LoyaltySettings = LoyaltySettings()
     #: Folder of the config file; relative paths (the SQLite file) resolve against it.
     base_dir: str = "."
     #: Where the config came from, for messages.
@@ -150,6 +190,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             return cfg.locations
         return tuple(loc.id for loc in self.locations)
 
+    @property
+    def enabled_payments(self) -> list[PaymentConfig]:
+        return [p for p in self.payments.values() if p.enabled]
+
+    def channel_payments(self, channel: str) -> tuple[str, ...]:
+        """Payment providers offered on ``channel``: its ``payments`` list, else every enabled one."""
+        enabled = tuple(p.name for p in self.enabled_payments)
+        cfg = self.channels.get(channel)
+        if cfg is not None and cfg.payments:
+            return tuple(name for name in cfg.payments if name in enabled)
+        return enabled
+
 
 class _Document(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     store: StoreSettings = StoreSettings()
@@ -159,6 +211,9 @@ class _Document(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     inventory: InventorySettings = InventorySettings()
     locations: tuple[StockLocation, ...] = ()
     channels: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    #: Checked table by table in ``_payments`` (so a mistake names ``payments.<name>``).
+    payments: dict[str, Any] = msgspec.field(default_factory=dict)
+    loyalty: LoyaltySettings = LoyaltySettings()
 
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -216,9 +271,11 @@ def parse_config(
     *,
     base_dir: str = ".",
     source: str = "<memory>",
+    payment_settings: Mapping[str, type[msgspec.Struct] | None] | None = None,
 ) -> Config:
     """Validate a config mapping. ``channel_settings`` maps each installed channel name to its
-    plugin's settings Struct (None: the plugin takes no settings)."""
+    plugin's settings Struct (None: the plugin takes no settings); ``payment_settings`` does the
+    same for installed payment providers."""
     try:
         doc = msgspec.convert(dict(data), _Document, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
@@ -228,6 +285,12 @@ def parse_config(
     for i, loc_id in enumerate(location_ids):
         if loc_id in location_ids[:i]:
             raise ConfigError(f"locations[{i}].id", f"location {loc_id!r} is defined twice")
+
+    payments = _payments(doc.payments, payment_settings or {})
+    tier_names = [tier.name for tier in doc.loyalty.tiers]
+    for i, tier_name in enumerate(tier_names):
+        if tier_name in tier_names[:i]:
+            raise ConfigError(f"loyalty.tiers[{i}].name", f"tier {tier_name!r} is defined twice")
 
     channels: dict[str, ChannelConfig] = {}
     for name, table in doc.channels.items():
@@ -247,6 +310,16 @@ def parse_config(
         for i, loc_id in enumerate(locs):
             if loc_id not in location_ids:
                 raise ConfigError(f"{prefix}.locations[{i}]", f"no location {loc_id!r} in [[locations]]")
+        offered = table.get("payments", [])
+        if not isinstance(offered, list) or not all(isinstance(x, str) for x in offered):
+            raise ConfigError(f"{prefix}.payments", "expected a list of [payments.<name>] provider names")
+        for i, provider in enumerate(offered):
+            if provider not in payments:
+                configured = ", ".join(sorted(payments)) or "none"
+                raise ConfigError(
+                    f"{prefix}.payments[{i}]",
+                    f"no payment provider {provider!r} in [payments] (configured: {configured})",
+                )
         settings_type = channel_settings[name]
         settings: Any = None
         if settings_type is not None:
@@ -256,7 +329,9 @@ def parse_config(
                 raise _key_path(prefix, exc) from None
         elif own:
             raise ConfigError(f"{prefix}.{next(iter(own))}", "unknown key (this channel takes no settings)")
-        channels[name] = ChannelConfig(name=name, enabled=enabled, locations=tuple(locs), settings=settings)
+        channels[name] = ChannelConfig(
+            name=name, enabled=enabled, locations=tuple(locs), payments=tuple(offered), settings=settings
+        )
 
     database = doc.database
     if database.url.startswith("env:"):
@@ -269,13 +344,62 @@ def parse_config(
         inventory=doc.inventory,
         locations=doc.locations,
         channels=channels,
+        payments=payments,
+        loyalty=doc.loyalty,
         base_dir=base_dir,
         source=source,
     )
 
 
-def load_config(path: Path | None, channel_settings: Mapping[str, type[msgspec.Struct] | None]) -> Config:
+def _payments(
+    tables: Mapping[str, Any], installed: Mapping[str, type[msgspec.Struct] | None]
+) -> dict[str, PaymentConfig]:
+    """Decode each ``[payments.<name>]`` table: the common keys, then the provider's settings."""
+    payments: dict[str, PaymentConfig] = {}
+    for name, table in tables.items():
+        prefix = f"payments.{name}"
+        if name not in installed:
+            known = ", ".join(sorted(installed)) or "none"
+            raise ConfigError(prefix, f"unknown payment provider {name!r} (installed providers: {known})")
+        if not isinstance(table, dict):
+            raise ConfigError(prefix, "must be a table")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{prefix}.enabled", "expected true or false")
+        capture: CaptureMode | None = None
+        if "capture" in table:
+            try:
+                capture = CaptureMode(table["capture"])
+            except (ValueError, TypeError):
+                raise ConfigError(f"{prefix}.capture", 'expected "immediate" or "on_fulfilment"') from None
+        own = {k: v for k, v in table.items() if k not in COMMON_PAYMENT_KEYS}
+        settings_type = installed[name]
+        settings: Any = None
+        if settings_type is not None:
+            try:
+                settings = msgspec.convert(own, settings_type, dec_hook=_dec_hook)
+            except msgspec.ValidationError as exc:
+                raise _key_path(prefix, exc) from None
+        elif own:
+            raise ConfigError(f"{prefix}.{next(iter(own))}", "unknown key (this provider takes no settings)")
+        payments[name] = PaymentConfig(name=name, enabled=enabled, capture=capture, settings=settings)
+    return payments
+
+
+def load_config(
+    path: Path | None,
+    channel_settings: Mapping[str, type[msgspec.Struct] | None],
+    payment_settings: Mapping[str, type[msgspec.Struct] | None] | None = None,
+) -> Config:
     if path is None:
-        return parse_config({}, channel_settings, base_dir=str(Path.cwd()), source="<defaults>")
+        return parse_config(
+            {}, channel_settings, base_dir=str(Path.cwd()), source="<defaults>", payment_settings=payment_settings
+        )
     data = read_toml(path)
-    return parse_config(data, channel_settings, base_dir=str(path.resolve().parent), source=str(path))
+    return parse_config(
+        data,
+        channel_settings,
+        base_dir=str(path.resolve().parent),
+        source=str(path),
+        payment_settings=payment_settings,
+    )

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from omniretail.domain.customer import Customer
     from omniretail.domain.events import Event, OrderPlaced, OrderStatusChanged
     from omniretail.kernel import Kernel
+    from omniretail.payment import RegisterPaymentProvider
     from omniretail.services.pricing import Offer, PricedCart
 
 hookspec = pluggy.HookspecMarker("omniretail")
@@ -58,6 +59,19 @@ def register_routes(register: Callable[[Any], None], channel: ChannelContext) ->
     handlers, controllers or routers; they are mounted under ``/channels/<name>/`` and share the
     gateway's auth: a request needs a key of this channel (or an admin key) unless the handler
     opts out with ``opt={"public": True}`` (for signed webhooks and public pages).
+    """
+
+
+@hookspec
+def register_payment_providers(register: RegisterPaymentProvider) -> None:
+    """Declare the payment providers this plugin offers.
+
+    Called once per kernel, before the configuration's ``[payments.*]`` tables are decoded. Call
+    ``register(PaymentProviderSpec(name=..., title=..., settings=MySettings, create=...))`` for
+    each provider; ``create(context)`` is called once per kernel for each configured provider and
+    returns the provider object (async ``authorize``, ``capture``, ``void`` and ``refund``, each
+    taking the framework's ``idempotency_key``; see ``omniretail.payment``). A name registered
+    twice stops start-up with a message naming both plugins.
     """
 
 

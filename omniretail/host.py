@@ -16,6 +16,7 @@ import pluggy
 from omniretail import hookspecs
 from omniretail.channel import ChannelSpec
 from omniretail.config import ConfigError
+from omniretail.payment import PaymentProviderSpec
 
 ENTRY_POINT_GROUP = "omniretail"
 
@@ -59,6 +60,26 @@ def collect_channels(pm: pluggy.PluginManager) -> dict[str, tuple[ChannelSpec, A
                 raise ConfigError(
                     f"channels.{spec.name}",
                     f"channel registered twice, by {first} and {plugin_name(pm, _plugin)}",
+                )
+            found[spec.name] = (spec, _plugin)
+
+        impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+    return found
+
+
+def collect_payment_providers(pm: pluggy.PluginManager) -> dict[str, tuple[PaymentProviderSpec, Any]]:
+    """Every payment provider the loaded plugins declare, with the plugin that declared it."""
+    found: dict[str, tuple[PaymentProviderSpec, Any]] = {}
+    for impl in pm.hook.register_payment_providers.get_hookimpls():
+
+        def register(spec: PaymentProviderSpec, _plugin: Any = impl.plugin) -> None:
+            if not isinstance(spec, PaymentProviderSpec):
+                raise PluginError(f"{plugin_name(pm, _plugin)}: register() takes a PaymentProviderSpec")
+            if spec.name in found:
+                first = plugin_name(pm, found[spec.name][1])
+                raise ConfigError(
+                    f"payments.{spec.name}",
+                    f"payment provider registered twice, by {first} and {plugin_name(pm, _plugin)}",
                 )
             found[spec.name] = (spec, _plugin)
 

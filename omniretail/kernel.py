@@ -23,14 +23,19 @@ from omniretail.host import (
     call_notification,
     channel_hook,
     collect_channels,
+    collect_payment_providers,
     create_plugin_manager,
 )
+from omniretail.payment import PaymentContext, PaymentProviderSpec
 from omniretail.services.carts import CartService
 from omniretail.services.catalog import CatalogService
+from omniretail.services.checkout import PaidCheckout
 from omniretail.services.clock import Clock, system_clock
 from omniretail.services.customers import CustomerService
 from omniretail.services.inventory import InventoryService
+from omniretail.services.loyalty import LoyaltyService, TierRule
 from omniretail.services.orders import OrderService
+from omniretail.services.payments import ConfiguredProvider, PaymentService
 from omniretail.services.pricing import Offer, PricedCart
 from omniretail.storage import migrate
 from omniretail.storage.database import Database, normalize_url
@@ -47,6 +52,7 @@ class Kernel:
         specs: dict[str, tuple[ChannelSpec, Any]],
         *,
         clock: Clock = system_clock,
+        providers: dict[str, tuple[PaymentProviderSpec, Any]] | None = None,
     ) -> None:
         self.config = config
         self.pm = pm
@@ -66,6 +72,14 @@ class Kernel:
         )
         self.customers = CustomerService(self.uow, clock)
         self.carts = CartService(self.uow, clock, self.catalog, currency=config.store.currency, offers=self._offers)
+        self.payments = PaymentService(self.uow, clock, recovery_seconds=config.worker.payment_recovery_seconds)
+        self.loyalty = LoyaltyService(
+            self.uow,
+            clock,
+            currency=config.store.currency,
+            points_per_unit=config.loyalty.points_per_unit,
+            tiers=[TierRule(name=x.name, min_spend=x.min_spend) for x in config.loyalty.tiers],
+        )
         self.orders = OrderService(
             self.uow,
             clock,
@@ -73,13 +87,35 @@ class Kernel:
             locations=config.locations,
             offers=self._offers,
             channel_locations={name: config.channel_locations(name) for name in config.channels},
+            payments=self.payments,
         )
+        self.checkout = PaidCheckout(
+            self.uow,
+            clock,
+            self.orders,
+            self.payments,
+            channel_payments={name: config.channel_payments(name) for name in config.channels},
+            reservation_minutes=config.inventory.reservation_minutes,
+        )
+        self.orders.paid_checkout = self.checkout.checkout
+        #: Installed payment providers (spec, plugin), configured or not.
+        self.provider_specs = providers or {}
         self.channels: dict[str, ChannelContext] = {}
         for cfg in config.enabled_channels:
             spec, _plugin = specs[cfg.name]
             self.channels[cfg.name] = ChannelContext(spec, cfg.settings, config.channel_locations(cfg.name), self)
         self._channel_hooks: dict[tuple[str, str], Any] = {}
         self._started = False
+        for pay in config.enabled_payments:
+            if pay.name not in self.provider_specs:
+                raise ConfigError(f"payments.{pay.name}", f"unknown payment provider {pay.name!r}")
+            pay_spec, _owner = self.provider_specs[pay.name]
+            capture = pay.capture or pay_spec.capture
+            provider = pay_spec.create(PaymentContext(pay_spec, pay.settings, capture, self))
+            for method in ("authorize", "capture", "void", "refund"):
+                if not callable(getattr(provider, method, None)):
+                    raise PluginError(f"payment provider {pay.name!r} has no {method}() method")
+            self.payments.providers[pay.name] = ConfiguredProvider(spec=pay_spec, provider=provider, capture=capture)
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -95,13 +131,17 @@ class Kernel:
     ) -> Kernel:
         pm = create_plugin_manager(plugins, entry_points=entry_points)
         specs = collect_channels(pm)
+        providers = collect_payment_providers(pm)
         if isinstance(data, Config):
             config = data
         else:
             config = parse_config(
-                data, {n: s.settings for n, (s, _) in specs.items()}, base_dir=base_dir or os.getcwd()
+                data,
+                {n: s.settings for n, (s, _) in specs.items()},
+                base_dir=base_dir or os.getcwd(),
+                payment_settings={n: s.settings for n, (s, _) in providers.items()},
             )
-        return cls(config, pm, specs, clock=clock)
+        return cls(config, pm, specs, clock=clock, providers=providers)
 
     @classmethod
     def from_path(
@@ -113,11 +153,16 @@ class Kernel:
     ) -> Kernel:
         pm = create_plugin_manager(plugins)
         specs = collect_channels(pm)
+        providers = collect_payment_providers(pm)
         config_path = find_config(path)
         if config_path is not None and not config_path.exists():
             raise ConfigError("", f"config file {config_path} does not exist (run `omniretail init`)")
-        config = load_config(config_path, {n: s.settings for n, (s, _) in specs.items()})
-        return cls(config, pm, specs, clock=clock)
+        config = load_config(
+            config_path,
+            {n: s.settings for n, (s, _) in specs.items()},
+            {n: s.settings for n, (s, _) in providers.items()},
+        )
+        return cls(config, pm, specs, clock=clock, providers=providers)
 
     async def start(self, *, migrate_schema: bool | None = None) -> Kernel:
         """Migrate (SQLite default) or check the schema, sync locations, tell the plugins."""

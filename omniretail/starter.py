@@ -47,6 +47,24 @@ pickup = true
 preparation_minutes = 15
 store_code = "RIVERSIDE"
 
+# Payment providers (docs/payments.md). Every channel offers every enabled provider unless its
+# table says `payments = [...]`.
+[payments.wallet]
+
+[payments.pickup]
+
+# [payments.card]
+# base_url = "https://pay.example.com"
+# api_key = "env:CARD_API_KEY"
+# webhook_secret = "env:CARD_WEBHOOK_SECRET"
+
+[loyalty]
+points_per_unit = 1
+
+[[loyalty.tiers]]
+name = "vip"
+min_spend = 100000
+
 [channels.webshop]
 locations = ["wh-central", "store-downtown", "store-riverside"]
 
@@ -69,8 +87,16 @@ locations = ["store-downtown", "store-riverside", "wh-central"]
 """
 
 
+EXAMPLE = "data/coffee-shop"
+
+
+def example_file(name: str) -> str:
+    """A file of the coffee-shop example (``examples/coffee-shop`` in the source tree)."""
+    return resources.files("omniretail").joinpath(f"{EXAMPLE}/{name}").read_text("utf-8")
+
+
 def sample_catalog() -> dict[str, Any]:
-    text = resources.files("omniretail").joinpath("data/sample_catalog.json").read_text("utf-8")
+    text = example_file("catalog.json")
     data: dict[str, Any] = json.loads(text)
     return data
 

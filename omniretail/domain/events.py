@@ -127,6 +127,93 @@ class OrderLineReturned(Event, frozen=True, kw_only=True, tag="order.line_return
     location_id: str
 
 
+class PaymentAuthorized(Event, frozen=True, kw_only=True, tag="payment.authorized"):
+    order_id: str
+    number: str
+    payment_id: str
+    provider: str
+    amount: int
+    currency: str
+
+
+class PaymentDeclinedEvent(Event, frozen=True, kw_only=True, tag="payment.declined"):
+    """A checkout's payment was refused; no order was written (``cart_id`` says which cart)."""
+
+    cart_id: str
+    payment_id: str
+    provider: str
+    amount: int
+    currency: str
+    reason: str = ""
+
+
+class PaymentCaptured(Event, frozen=True, kw_only=True, tag="payment.captured"):
+    order_id: str
+    number: str
+    payment_id: str
+    provider: str
+    amount: int
+    currency: str
+
+
+class PaymentRefunded(Event, frozen=True, kw_only=True, tag="payment.refunded"):
+    order_id: str
+    number: str
+    payment_id: str
+    provider: str
+    amount: int
+    currency: str
+    #: Every refund of this payment so far, this one included.
+    refunded_total: int
+    operation_id: str
+    reason: str = ""
+
+
+class PaymentVoided(Event, frozen=True, kw_only=True, tag="payment.voided"):
+    """An authorization was released without taking the money (a cancelled order, or a checkout
+    undone after a timeout: then ``order_id`` is None and ``cart_id`` says which cart)."""
+
+    payment_id: str
+    provider: str
+    amount: int
+    currency: str
+    order_id: str | None = None
+    cart_id: str | None = None
+    reason: str = ""
+
+
+class WalletCredited(Event, frozen=True, kw_only=True, tag="wallet.credited"):
+    #: ``top_up``, ``refund`` or ``adjustment``.
+    kind: str
+    amount: int
+    balance: int
+    currency: str
+    reference: str
+    order_id: str | None = None
+
+
+class WalletDebited(Event, frozen=True, kw_only=True, tag="wallet.debited"):
+    #: ``pay`` or ``adjustment``.
+    kind: str
+    amount: int
+    balance: int
+    currency: str
+    reference: str
+    order_id: str | None = None
+
+
+class PointsEarned(Event, frozen=True, kw_only=True, tag="loyalty.points_earned"):
+    order_id: str
+    points: int
+    total_points: int
+
+
+class TierChanged(Event, frozen=True, kw_only=True, tag="loyalty.tier_changed"):
+    from_tier: str | None
+    to_tier: str | None
+    lifetime_spend: int
+
+
 AnyEvent = (
     ProductChanged
     | StockAdjusted
@@ -142,6 +229,15 @@ AnyEvent = (
     | OrderPlaced
     | OrderStatusChanged
     | OrderLineReturned
+    | PaymentAuthorized
+    | PaymentDeclinedEvent
+    | PaymentCaptured
+    | PaymentRefunded
+    | PaymentVoided
+    | WalletCredited
+    | WalletDebited
+    | PointsEarned
+    | TierChanged
 )
 
 _decoder = msgspec.json.Decoder(AnyEvent)

@@ -13,6 +13,7 @@ import msgspec
 
 from omniretail.domain.errors import IllegalTransition, InvalidValue, ReturnExceedsSold
 from omniretail.domain.money import Money
+from omniretail.domain.payment import Payment
 
 
 class Fulfilment(StrEnum):
@@ -111,6 +112,8 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     attribution: dict[str, str] = msgspec.field(default_factory=dict)
     created_at: datetime
     updated_at: datetime
+    #: The order's payments, oldest first (none for an order placed unpaid or taken by a channel).
+    payments: tuple[Payment, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.lines:

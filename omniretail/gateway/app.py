@@ -26,7 +26,8 @@ from omniretail.gateway.routes.catalog import CatalogController
 from omniretail.gateway.routes.common import KernelDep, provide_kernel
 from omniretail.gateway.routes.customers import CustomerController
 from omniretail.gateway.routes.orders import OrderController
-from omniretail.gateway.routes.publications import PublicationsController
+from omniretail.gateway.routes.payments import PaymentAdminController
+from omniretail.gateway.routes.publications import PublicationsController, ReportController
 from omniretail.gateway.schemas import HealthOut
 from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, require_channel
 from omniretail.host import PluginError
@@ -75,6 +76,25 @@ def plugin_routers(kernel: Kernel) -> list[Router]:
             )
         except Exception as exc:  # a handler Litestar refuses: a plugin bug, named
             raise PluginError(f"channel {name!r} registered invalid routes: {exc}") from exc
+    return routers
+
+
+def payment_routers(kernel: Kernel) -> list[Router]:
+    """Routes each configured payment provider contributes (its signed webhooks), public, under
+    ``/payments/<name>/``; the provider verifies each request's signature itself."""
+    routers = []
+    for name, configured in kernel.payments.providers.items():
+        routes = getattr(configured.provider, "routes", None)
+        handlers = list(routes()) if callable(routes) else []
+        if not handlers:
+            continue
+        for handler in handlers:
+            if not getattr(handler, "opt", {}).get("public"):
+                raise PluginError(f"payment provider {name!r}: its routes must be public (signed webhooks)")
+        try:
+            routers.append(Router(path=f"/payments/{name}", route_handlers=handlers, tags=[f"payments: {name}"]))
+        except Exception as exc:
+            raise PluginError(f"payment provider {name!r} registered invalid routes: {exc}") from exc
     return routers
 
 
@@ -140,12 +160,15 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
             CustomerController,
             AdminController,
             PublicationsController,
+            ReportController,
+            PaymentAdminController,
             *plugin_routers(kernel),
+            *payment_routers(kernel),
         ],
         dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False)},
         middleware=[
             AuthMiddleware(keys, kernel.clock),
-            RateLimitMiddleware(settings.rate_limit_per_minute),
+            *([RateLimitMiddleware(settings.rate_limit_per_minute)] if settings.rate_limit_per_minute else []),
             IdempotencyMiddleware(IdempotencyStore(kernel.db), kernel.clock, settings.idempotency_retention_hours),
         ],
         exception_handlers={Exception: handle_exception},
@@ -166,6 +189,8 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
         openapi_config=openapi,
         lifespan=[lifespan],
         debug=False,
+        # Leave logging to the host application (the CLI, granian); Litestar would turn on INFO logs.
+        logging_config=None,
     )
     app.state.kernel = kernel
     app.state.key_store = keys

@@ -10,9 +10,18 @@ POSTs). Keys are kept per key owner (API key + customer) for ``gateway.idempoten
 * the same key with a different request (method, path or body): 422;
 * a required key missing or malformed: 400.
 
-A 5xx is not stored, so the client can retry. A request whose process died mid-way leaves an
-in-flight key; after ``IN_FLIGHT_LEASE`` seconds a retry takes it over (the handler is told via
-``scope["state"]["idempotency_takeover"]`` and can finish what the first attempt started).
+A 5xx is not stored, so the client can retry. Nor is a response the handler marked *not final*
+(``omniretail.gateway.problems.mark_not_final(scope)``, or raising ``ApiError(..., final=False)``
+or a domain error with ``final = False``): 409 ``payment-pending`` with ``Retry-After`` says "the
+answer is not known yet". The key is kept, ``open``, with its request fingerprint: a retry of the
+same request runs the handler again (which finishes or undoes what the first request started),
+the same key with a different request is still 422. A request whose process died mid-way leaves an
+in-flight key; after ``IN_FLIGHT_LEASE`` seconds a retry takes it over, but only on a route that
+can finish what the first attempt started (``opt={"idempotency_resumable": True}``: checkout,
+which finds the order its cart became; the handler is told via
+``scope["state"]["idempotency_takeover"]``). On any other route the first attempt may or may not
+have taken effect, and running it again could apply it twice, so the answer is a stored 409
+``idempotency-outcome-unknown``: look at the resource, then retry with a new key.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from omniretail.gateway.keys import Principal
-from omniretail.gateway.problems import ApiError
+from omniretail.gateway.problems import NOT_FINAL, ApiError
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database
 
@@ -90,6 +99,21 @@ class IdempotencyStore:
                     "this Idempotency-Key was used for a different request",
                     field="header.idempotency-key",
                 )
+            if row.status == "open":
+                # The last answer was not final: run again, for the same request only (above).
+                reopened = await conn.execute(
+                    update(ik)
+                    .where(ik.c.owner == owner, ik.c.key == key, ik.c.status == "open")
+                    .values(status="in_flight", created_at=now)
+                )
+                if reopened.rowcount != 1:
+                    raise ApiError(
+                        409,
+                        "idempotency-in-flight",
+                        "a request with this Idempotency-Key is in progress",
+                        headers={"Retry-After": "1"},
+                    )
+                return "new", None
             if row.status == "done":
                 return "replay", (
                     row.response_status,
@@ -131,6 +155,15 @@ class IdempotencyStore:
                 )
             )
 
+    async def reopen(self, owner: str, key: str) -> None:
+        """The answer was not final: keep the key and its request fingerprint (so the same key
+        with another request is still 422) but let the next retry of this request run again."""
+        ik = t.idempotency_keys
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(ik).where(ik.c.owner == owner, ik.c.key == key, ik.c.status == "in_flight").values(status="open")
+            )
+
     async def abandon(self, owner: str, key: str) -> None:
         ik = t.idempotency_keys
         async with self.db.write() as conn:
@@ -147,6 +180,30 @@ _REPLAY_HEADERS = {"content-type", "location", "etag"}
 
 class IdempotencyMiddleware(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
+
+    async def _outcome_unknown(self, owner: str, key: str, scope: Scope, send: Send) -> None:
+        """Answer (and store) a 409 for an interrupted request that cannot be resumed safely."""
+        from omniretail.gateway.problems import PROBLEM_JSON, TYPE_BASE, Problem
+
+        problem = Problem(
+            type=TYPE_BASE + "idempotency-outcome-unknown",
+            title="Conflict",
+            status=409,
+            detail="an earlier request with this Idempotency-Key was interrupted and may have taken effect; "
+            "check the resource, then retry with a new key",
+            instance=str(scope.get("path", "")),
+        )
+        body = msgspec.json.encode(problem)
+        headers = [("content-type", PROBLEM_JSON)]
+        await self.store.complete(owner, key, 409, headers, body)
+        await send(
+            {"type": "http.response.start", "status": 409, "headers": [(k.encode(), v.encode()) for k, v in headers]}
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    def should_bypass_for_scope(self, scope: Scope) -> bool:
+        """Only POSTs create things; reads pass straight through."""
+        return scope.get("method") != "POST"
 
     def __init__(self, store: IdempotencyStore, clock: Any, retention_hours: int) -> None:
         self.store = store
@@ -184,8 +241,12 @@ class IdempotencyMiddleware(ASGIMiddleware):
             await send({"type": "http.response.start", "status": status, "headers": raw_headers})
             await send({"type": "http.response.body", "body": content, "more_body": False})
             return
+        state = scope.setdefault("state", {})
         if outcome == "takeover":
-            scope.setdefault("state", {})["idempotency_takeover"] = True
+            if not handler.opt.get("idempotency_resumable"):
+                await self._outcome_unknown(owner, key, scope, send)
+                return
+            state["idempotency_takeover"] = True
 
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": []}
 
@@ -210,5 +271,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
             raise
         if captured["status"] >= 500:
             await self.store.abandon(owner, key)
+        elif state.get(NOT_FINAL):
+            await self.store.reopen(owner, key)
         else:
             await self.store.complete(owner, key, captured["status"], captured["headers"], b"".join(captured["body"]))

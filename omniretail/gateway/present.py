@@ -12,6 +12,7 @@ from omniretail.domain.customer import Customer
 from omniretail.domain.events import Event, event_payload
 from omniretail.domain.inventory import availability_for
 from omniretail.domain.order import Order
+from omniretail.domain.payment import LedgerEntry, Payment, Wallet
 from omniretail.gateway.problems import ApiError
 from omniretail.gateway.schemas import (
     CartLineOut,
@@ -19,13 +20,16 @@ from omniretail.gateway.schemas import (
     CustomerOut,
     EventOut,
     IdentityOut,
+    LedgerEntryOut,
     MediaOut,
     MoneyOut,
     OfferOut,
     OrderLineOut,
     OrderOut,
+    PaymentOut,
     ProductOut,
     VariantOut,
+    WalletOut,
 )
 from omniretail.services.pricing import PricedCart
 
@@ -132,6 +136,51 @@ def order_out(order: Order) -> OrderOut:
         attribution=order.attribution,
         created_at=order.created_at,
         updated_at=order.updated_at,
+        payments=[payment_out(p) for p in order.payments],
+    )
+
+
+def payment_out(payment: Payment) -> PaymentOut:
+    return PaymentOut(
+        id=payment.id,
+        provider=payment.provider,
+        status=payment.status.value,
+        capture=payment.capture_mode.value,
+        currency=payment.currency,
+        amount=payment.amount,
+        authorized=payment.authorized,
+        captured=payment.captured,
+        refunded=payment.refunded,
+        refund_pending=payment.refund_pending,
+        created_at=payment.created_at,
+    )
+
+
+def wallet_out(wallet: Wallet, tier: str | None, ledger: list[LedgerEntry], next_cursor: str | None) -> WalletOut:
+    return WalletOut(
+        customer_id=wallet.customer_id,
+        currency=wallet.currency,
+        balance=wallet.balance,
+        points=wallet.points,
+        tier=tier,
+        lifetime_spend=wallet.lifetime_spend,
+        ledger=[
+            LedgerEntryOut(
+                seq=e.seq,
+                kind=e.kind.value,
+                amount=e.amount,
+                points=e.points,
+                balance_after=e.balance_after,
+                points_after=e.points_after,
+                reference=e.reference,
+                order_id=e.order_id,
+                channel=e.channel,
+                note=e.note,
+                created_at=e.created_at,
+            )
+            for e in ledger
+        ],
+        next_cursor=next_cursor,
     )
 
 

@@ -2,6 +2,10 @@
 
 ``type`` is ``https://omniretail.dev/problems/<code>``; ``errors`` lists each offending field with
 its path (``$.lines[0].quantity`` style paths from msgspec are turned into ``lines[0].quantity``).
+
+A problem that is *not final* (``ApiError(..., final=False)``, or a domain error whose class says
+``final = False``, such as ``payment-pending``) is marked so in the request scope: the idempotency
+middleware then does not store it, and a retry with the same Idempotency-Key runs again.
 """
 
 from __future__ import annotations
@@ -25,12 +29,21 @@ from omniretail.domain.errors import (
     NotFound,
     OutOfStock,
 )
+from omniretail.domain.payment import PaymentDeclined
 from omniretail.services.customers import AuthenticationFailed
 
 log = logging.getLogger("omniretail.gateway")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://omniretail.dev/problems/"
+#: Key in ``scope["state"]``: this response is not the request's final answer (do not replay it).
+NOT_FINAL = "omniretail_not_final"
+
+
+def mark_not_final(scope: Any) -> None:
+    """Tell the idempotency middleware not to store this request's response: a retry with the
+    same Idempotency-Key must run again (e.g. 409 ``payment-pending``: the answer is not known yet)."""
+    scope.setdefault("state", {})[NOT_FINAL] = True
 
 
 class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -52,6 +65,7 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
 _TITLES = {
     400: "Bad request",
     401: "Authentication required",
+    402: "Payment required",
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
@@ -77,10 +91,13 @@ class ApiError(HTTPException):
         *,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        final: bool = True,
     ) -> None:
         super().__init__(status_code=status, detail=detail, headers=headers)
         self.code = code
         self.field = field
+        #: False: a retry with the same Idempotency-Key runs again (the response is not stored).
+        self.final = final
 
 
 def problem_response(
@@ -173,13 +190,16 @@ def _validation_errors(exc: ValidationException) -> tuple[FieldError, ...]:
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     instance = request.url.path
     if isinstance(exc, ApiError):
+        if not exc.final:
+            mark_not_final(request.scope)
         errors: tuple[FieldError, ...] = (FieldError(field=exc.field, message=exc.detail),) if exc.field else ()
         return problem_response(
             exc.status_code, exc.code, exc.detail, instance=instance, errors=errors, headers=exc.headers
         )
     if isinstance(exc, ValidationException):
         errors = _validation_errors(exc)
-        if any(e.field == "body" for e in errors):
+        if any(not e.field.startswith(("query.", "header.", "path.", "cookie.")) for e in errors):
+            # Decode the body again for the exact path (``payment.amount``, not just ``amount``).
             errors = _body_errors(request) or errors
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         # A malformed URL or header is a bad request; a body that fails validation is unprocessable.
@@ -189,7 +209,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, DomainError):
         status = _status_for(exc)
         errors = (FieldError(field=exc.field, message=exc.message),) if exc.field else ()
-        return problem_response(status, exc.code, exc.message, instance=instance, errors=errors)
+        headers = None
+        if not getattr(exc, "final", True):
+            mark_not_final(request.scope)
+            headers = {"Retry-After": str(getattr(exc, "retry_after", 1))}
+        return problem_response(status, exc.code, exc.message, instance=instance, errors=errors, headers=headers)
     if isinstance(exc, HTTPException):
         status = exc.status_code
         detail = exc.detail if exc.detail and exc.detail != _TITLES.get(status) else _TITLES.get(status, "")
@@ -202,6 +226,15 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             429: "rate-limited",
         }.get(status, f"http-{status}")
         return problem_response(status, code, str(detail), instance=instance, headers=exc.headers)
+    if _is_nul_text(exc):
+        # PostgreSQL text cannot hold NUL; the transaction rolled back, so nothing changed.
+        return problem_response(
+            422,
+            "invalid-text",
+            "text must not contain NUL (\\u0000) characters",
+            instance=instance,
+            errors=(FieldError(field="body", message="contains NUL"),),
+        )
     if isinstance(exc, ConfigError):
         log.error("configuration error while serving: %s", exc)
     log.exception("unhandled error on %s %s", request.method, instance, exc_info=exc)
@@ -213,9 +246,17 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     )
 
 
+def _is_nul_text(exc: Exception) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, DBAPIError) and "0x00" in str(exc.orig)
+
+
 def _status_for(exc: DomainError) -> int:
     if isinstance(exc, AuthenticationFailed):
         return 401
+    if isinstance(exc, PaymentDeclined):
+        return 402
     if isinstance(exc, NotFound):
         return 404
     if isinstance(exc, HandoffExpired):

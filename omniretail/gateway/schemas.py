@@ -13,6 +13,7 @@ import msgspec
 
 from omniretail.domain.catalog import Sku
 from omniretail.domain.order import Fulfilment, OrderStatus
+from omniretail.matrix import Matrix
 
 T = TypeVar("T")
 
@@ -49,11 +50,23 @@ class CouponSet(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=60)] | None
 
 
+class PaymentBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How to pay. The amount is the cart total the server computes: a client never sends it."""
+
+    #: A ``[payments.<name>]`` provider offered on the caller's channel (``wallet``, ``card``, ...).
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    #: Opaque payment details for the provider (a card token from the payment form).
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | None = None
+
+
 class CheckoutBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     fulfilment: Fulfilment = Fulfilment.SHIP
     pickup_location_id: str | None = None
     email: Email | None = None
     phone: Phone | None = None
+    #: Pay now (authorized, then captured at once or when the goods are handed over); without
+    #: it the order is placed unpaid.
+    payment: PaymentBody | None = None
 
 
 class SignUp(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -84,6 +97,22 @@ class ReturnBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True)
     quantity: Quantity
     #: Where the units are received (any store or warehouse).
     location_id: str
+    #: Give the units' share of the line total back to the order's payments.
+    refund: bool = True
+
+
+class RefundBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: Minor units to give back, at most what is left captured.
+    amount: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
+    reason: ShortText = ""
+
+
+class WalletChange(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: ``top_up`` adds stored value; ``adjustment`` adds (positive) or removes (negative) it.
+    kind: Literal["top_up", "adjustment"]
+    #: Minor units of the store currency; never takes the balance below zero.
+    amount: Annotated[int, msgspec.Meta(ge=-100_000_000, le=100_000_000)]
+    note: ShortText = ""
 
 
 class KeyCreate(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -206,6 +235,24 @@ class OrderLineOut(msgspec.Struct, frozen=True):
     quantity_refunded: int
 
 
+class PaymentOut(msgspec.Struct, frozen=True):
+    id: str
+    provider: str
+    #: authorizing, authorized, declined, capturing, captured, voiding or voided.
+    status: str
+    #: ``immediate`` or ``on_fulfilment``.
+    capture: str
+    currency: str
+    #: What was asked for (the order total computed by the server), in minor units.
+    amount: int
+    authorized: int
+    captured: int
+    refunded: int
+    #: Refunds asked of the provider and not yet confirmed.
+    refund_pending: int
+    created_at: datetime
+
+
 class OrderOut(msgspec.Struct, frozen=True):
     id: str
     number: str
@@ -225,6 +272,8 @@ class OrderOut(msgspec.Struct, frozen=True):
     attribution: dict[str, str]
     created_at: datetime
     updated_at: datetime
+    #: The order's payments with what was authorized, captured and refunded (minor units).
+    payments: list[PaymentOut] = []
 
 
 class EventOut(msgspec.Struct, frozen=True):
@@ -250,6 +299,58 @@ class CustomerOut(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
+class LedgerEntryOut(msgspec.Struct, frozen=True):
+    seq: int
+    #: top_up, pay, refund, adjustment or earn.
+    kind: str
+    #: Signed change of the balance (minor units).
+    amount: int
+    #: Signed change of the points.
+    points: int
+    balance_after: int
+    points_after: int
+    reference: str
+    order_id: str | None
+    channel: str
+    note: str
+    created_at: datetime
+
+
+class WalletOut(msgspec.Struct, frozen=True):
+    customer_id: str
+    currency: str
+    #: Stored value, minor units; never below zero.
+    balance: int
+    points: int
+    tier: str | None
+    #: Order totals counted for tiers (minor units).
+    lifetime_spend: int
+    #: Newest first.
+    ledger: list[LedgerEntryOut]
+    #: Pass as ``cursor`` for older ledger entries; null on the last page.
+    next_cursor: str | None = None
+
+
+class CheckoutAttemptOut(msgspec.Struct, frozen=True):
+    id: str
+    cart_id: str
+    #: reserving, authorizing, completed, declined or abandoned.
+    status: str
+    channel: str
+    customer_id: str | None
+    currency: str
+    total: int
+    payment_id: str
+    order_id: str | None
+    reason: str | None
+    #: The stock holds (reservation ids) the attempt took.
+    reservations: list[str]
+    #: When the holds lapse: an attempt not completed by then is undone.
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
 class SessionOut(msgspec.Struct, frozen=True):
     #: Send as the ``Customer-Token`` header.
     token: str
@@ -263,6 +364,14 @@ class ChannelOut(msgspec.Struct, frozen=True):
     capabilities: list[str]
     formats: list[str]
     locations: list[str]
+
+
+class ChannelsOut(msgspec.Struct, frozen=True):
+    channels: list[ChannelOut]
+    #: For each channel, which journey steps it carries; the steps nobody carries are ``gaps``.
+    matrix: Matrix
+    #: Share of (channel, step) cells carried, 0..1.
+    maturity: float
 
 
 class LocationLevelOut(msgspec.Struct, frozen=True):

@@ -100,13 +100,13 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return user
 
 
-def require_storefront(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_storefront(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     principal = principal_of(connection)
     if not ({"storefront", "admin"} & principal.scopes):
         raise PermissionDeniedException("this key has no storefront scope")
 
 
-def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     if not principal_of(connection).is_admin:
         raise PermissionDeniedException("this operation needs a key with the admin scope")
 
@@ -114,7 +114,7 @@ def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
 def require_channel(name: str) -> Any:
     """Guard for ``/channels/<name>/``: that channel's key, or an admin key."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if handler.opt.get("public"):
             return
         principal = principal_of(connection)

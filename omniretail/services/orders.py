@@ -1,18 +1,22 @@
 """Checkout, external order ingestion, order transitions and returns.
 
-Checkout is one transaction: the cart is priced from the catalog as it is now, every line's stock
-is taken by a conditional UPDATE, the order is written, the cart is closed and ``order.placed``
-goes to the outbox. If any step fails, nothing happened.
+Checkout without payment is one transaction: the cart is priced from the catalog as it is now,
+every line's stock is taken by a conditional UPDATE, the order is written, the cart is closed and
+``order.placed`` goes to the outbox. If any step fails, nothing happened. A checkout with payment
+runs in steps with compensation (``omniretail.services.checkout``) and reuses the pieces here.
+
+Cancelling an order voids or refunds its payments; a return refunds the returned units' share
+(``omniretail.services.payments``), never more than was captured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 
 import msgspec
 
-from omniretail.domain.cart import CartStatus
+from omniretail.domain.cart import Cart, CartStatus
 from omniretail.domain.catalog import Sku
 from omniretail.domain.customer import Identity, IdentityKind
 from omniretail.domain.errors import Conflict, InvalidValue, NotFound, OutOfStock
@@ -27,10 +31,19 @@ from omniretail.domain.order import (
     OrderStatus,
     check_transition,
 )
+from omniretail.domain.payment import split_refund
 from omniretail.services.clock import Clock
 from omniretail.services.customers import CustomerService
-from omniretail.services.pricing import OfferSource, price_cart
+from omniretail.services.payments import PaymentService
+from omniretail.services.pricing import OfferSource, PricedCart, price_cart
 from omniretail.services.protocols import Transaction, UnitOfWork
+
+
+class PaymentChoice(msgspec.Struct, frozen=True, kw_only=True):
+    """How the customer pays: a configured provider, and its opaque token if it takes one."""
+
+    provider: str
+    token: str | None = None
 
 
 class CheckoutRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,6 +60,18 @@ class CheckoutRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: For pickup: may lines the store lacks come from another location (endless aisle)?
     allow_transfer: bool = False
     actor: str = "customer"
+    #: Pay at checkout (None: the order is placed unpaid, as an order taken by phone).
+    payment: PaymentChoice | None = None
+    #: The client's Idempotency-Key: a retry with it finishes or undoes the same attempt.
+    idempotency_key: str | None = None
+
+
+class CheckoutPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A checked checkout request: where stock may come from, the pickup store, the contact."""
+
+    sources: tuple[str, ...]
+    pickup: StockLocation | None
+    contact: tuple[Identity, ...]
 
 
 class ExternalLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -82,6 +107,7 @@ class OrderService:
         locations: Sequence[StockLocation],
         channel_locations: dict[str, tuple[str, ...]],
         offers: OfferSource | None = None,
+        payments: PaymentService | None = None,
     ) -> None:
         self.uow = uow
         self.clock = clock
@@ -89,6 +115,9 @@ class OrderService:
         self.locations = {loc.id: loc for loc in locations}
         self.channel_locations = channel_locations
         self.offers = offers
+        self.payments = payments
+        #: The paid checkout (set by the kernel when payment providers are configured).
+        self.paid_checkout: Callable[[CheckoutRequest], Awaitable[Order]] | None = None
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -145,13 +174,11 @@ class OrderService:
                 return location_id
         raise OutOfStock(sku, quantity)
 
-    async def checkout(self, request: CheckoutRequest) -> Order:
-        """Turn an open cart into an order. Raises a named domain error and changes nothing if
-        the cart is closed or empty, a line is not for sale or stock is short."""
-        fulfilment = request.fulfilment
+    def plan(self, request: CheckoutRequest) -> CheckoutPlan:
+        """Check a checkout request before anything is written (locations, pickup, contact)."""
         sources = self._sources(request.channel, request.locations)
         pickup: StockLocation | None = None
-        if fulfilment is Fulfilment.PICKUP:
+        if request.fulfilment is Fulfilment.PICKUP:
             if not request.pickup_location_id:
                 raise InvalidValue("pickup needs pickup_location_id", field="pickup_location_id")
             pickup = self.locations.get(request.pickup_location_id)
@@ -163,102 +190,137 @@ class OrderService:
         if request.phone:
             contact.append(Identity(kind=IdentityKind.PHONE, value=request.phone))
         contact = [c.normalized() for c in contact]  # validates before anything is written
+        return CheckoutPlan(sources=sources, pickup=pickup, contact=tuple(contact))
+
+    def candidates(self, plan: CheckoutPlan, request: CheckoutRequest) -> list[str]:
+        """Locations a line may come from, in preference order."""
+        if plan.pickup is None:
+            return list(plan.sources)
+        others = [x for x in plan.sources if x != plan.pickup.id] if request.allow_transfer else []
+        return [plan.pickup.id, *others]
+
+    async def price_in(
+        self, tx: Transaction, request: CheckoutRequest, plan: CheckoutPlan
+    ) -> tuple[Cart, str, PricedCart]:
+        """The open cart, the customer ordering (resolved from the contact for a guest) and the
+        cart priced now, by the server."""
+        cart = await tx.carts.get(request.cart_id)
+        if cart is None or (request.customer_id and cart.customer_id not in (None, request.customer_id)):
+            raise NotFound(f"no cart {request.cart_id!r}", field="cart_id")
+        cart.require_open()
+        if not cart.lines:
+            raise InvalidValue("the cart is empty", field="cart_id")
+        customer_id = request.customer_id or cart.customer_id
+        if customer_id is None and not plan.contact:
+            raise InvalidValue("a guest order needs an email or phone", field="email")
+        if customer_id is None:
+            customer_id = await self.customers.resolve_in(
+                tx, plan.contact, channel=request.channel, name="", actor=request.actor
+            )
+        customer = await tx.customers.get(customer_id)
+        products = await tx.products.get_by_skus([x.sku for x in cart.lines])
+        return cart, customer_id, price_cart(cart, products, customer, self.offers)
+
+    def build(
+        self,
+        request: CheckoutRequest,
+        plan: CheckoutPlan,
+        cart: Cart,
+        customer_id: str,
+        priced: PricedCart,
+        located: dict[int, str],
+        now: datetime,
+    ) -> Order:
+        """The order for a priced cart whose line ``n`` (from 1) comes from ``located[n]``."""
+        lines = [
+            OrderLine(
+                line_no=no,
+                sku=line.sku,
+                title=line.title,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                total=line.total,
+                location_id=located[no],
+            )
+            for no, line in enumerate(priced.lines, start=1)
+        ]
+        pickup = plan.pickup
+        ready_by = None
+        if pickup is not None:
+            transfer = any(x.location_id != pickup.id for x in lines)
+            ready_by = (
+                now + timedelta(minutes=pickup.preparation_minutes) + (timedelta(days=2) if transfer else timedelta())
+            )
+        return Order(
+            id=new_id("ord"),
+            number=new_order_number(),
+            channel=request.channel,
+            customer_id=customer_id,
+            fulfilment=request.fulfilment,
+            pickup_location_id=pickup.id if pickup else None,
+            ready_by=ready_by,
+            currency=cart.currency,
+            subtotal=priced.subtotal,
+            discount=priced.discount,
+            total=priced.total,
+            lines=tuple(lines),
+            email=request.email,
+            phone=request.phone,
+            cart_id=cart.id,
+            attribution=cart.attribution,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def place_in(self, tx: Transaction, order: Order, cart: Cart, request: CheckoutRequest) -> None:
+        """Write the order, close the cart (if nobody changed it) and record ``order.placed``."""
+        now = order.created_at
+        if not await tx.orders.insert(order):
+            raise Conflict("this cart was checked out already", field="cart_id")
+        # A guest cart stays a guest cart (its id is all the guest holds); its events join
+        # the customer's timeline below.
+        closed = msgspec.structs.replace(cart, status=CartStatus.CHECKED_OUT, version=cart.version + 1, updated_at=now)
+        if not await tx.carts.update(closed, cart.version):
+            raise Conflict("the cart changed during checkout; try again", field="cart_id")
+        assert order.customer_id is not None
+        await tx.events.adopt_cart(cart.id, order.customer_id)
+        await tx.events.record(
+            OrderPlaced(
+                id=new_id("evt"),
+                occurred_at=now,
+                channel=request.channel,
+                actor=request.actor,
+                customer_id=order.customer_id,
+                order_id=order.id,
+                number=order.number,
+                total=order.total,
+                currency=order.currency,
+                fulfilment=order.fulfilment.value,
+                cart_id=cart.id,
+                journey=cart.channels,
+            )
+        )
+
+    async def checkout(self, request: CheckoutRequest) -> Order:
+        """Turn an open cart into an order. Raises a named domain error and changes nothing if
+        the cart is closed or empty, a line is not for sale or stock is short.
+
+        With ``request.payment`` the checkout is paid (reserve, authorize, write the order,
+        capture; see ``omniretail.services.checkout``); without it the order is placed unpaid."""
+        if request.payment is not None:
+            if self.paid_checkout is None:
+                raise InvalidValue("no payment provider is configured", field="payment.provider")
+            return await self.paid_checkout(request)
+        plan = self.plan(request)
         now = self.clock()
-
         async with self.uow.write() as tx:
-            cart = await tx.carts.get(request.cart_id)
-            if cart is None or (request.customer_id and cart.customer_id not in (None, request.customer_id)):
-                raise NotFound(f"no cart {request.cart_id!r}", field="cart_id")
-            cart.require_open()
-            if not cart.lines:
-                raise InvalidValue("the cart is empty", field="cart_id")
-            customer_id = request.customer_id or cart.customer_id
-            if customer_id is None and not contact:
-                raise InvalidValue("a guest order needs an email or phone", field="email")
-            if customer_id is None:
-                customer_id = await self.customers.resolve_in(
-                    tx, contact, channel=request.channel, name="", actor=request.actor
-                )
-            customer = await tx.customers.get(customer_id)
-            products = await tx.products.get_by_skus([x.sku for x in cart.lines])
-            priced = price_cart(cart, products, customer, self.offers)
-
-            lines: list[OrderLine] = []
+            cart, customer_id, priced = await self.price_in(tx, request, plan)
+            located: dict[int, str] = {}
             # Stock rows are taken in SKU order so concurrent checkouts lock them in one order.
             for no, line in sorted(enumerate(priced.lines, start=1), key=lambda x: x[1].sku):
-                if pickup is not None:
-                    candidates = [pickup.id] + (
-                        [x for x in sources if x != pickup.id] if request.allow_transfer else []
-                    )
-                else:
-                    candidates = list(sources)
-                location_id = await self._allocate(tx, line.sku, line.quantity, candidates)
-                lines.append(
-                    OrderLine(
-                        line_no=no,
-                        sku=line.sku,
-                        title=line.title,
-                        quantity=line.quantity,
-                        unit_price=line.unit_price,
-                        total=line.total,
-                        location_id=location_id,
-                    )
-                )
-            lines.sort(key=lambda x: x.line_no)
-            ready_by = None
-            if pickup is not None:
-                transfer = any(x.location_id != pickup.id for x in lines)
-                ready_by = (
-                    now
-                    + timedelta(minutes=pickup.preparation_minutes)
-                    + (timedelta(days=2) if transfer else timedelta())
-                )
-            order = Order(
-                id=new_id("ord"),
-                number=new_order_number(),
-                channel=request.channel,
-                customer_id=customer_id,
-                fulfilment=fulfilment,
-                pickup_location_id=pickup.id if pickup else None,
-                ready_by=ready_by,
-                currency=cart.currency,
-                subtotal=priced.subtotal,
-                discount=priced.discount,
-                total=priced.total,
-                lines=tuple(lines),
-                email=request.email,
-                phone=request.phone,
-                cart_id=cart.id,
-                attribution=cart.attribution,
-                created_at=now,
-                updated_at=now,
-            )
-            if not await tx.orders.insert(order):
-                raise Conflict("this cart was checked out already", field="cart_id")
-            # A guest cart stays a guest cart (its id is all the guest holds); its events join
-            # the customer's timeline below.
-            closed = msgspec.structs.replace(
-                cart, status=CartStatus.CHECKED_OUT, version=cart.version + 1, updated_at=now
-            )
-            if not await tx.carts.update(closed, cart.version):
-                raise Conflict("the cart changed during checkout; try again", field="cart_id")
-            await tx.events.adopt_cart(cart.id, customer_id)
-            await tx.events.record(
-                OrderPlaced(
-                    id=new_id("evt"),
-                    occurred_at=now,
-                    channel=request.channel,
-                    actor=request.actor,
-                    customer_id=customer_id,
-                    order_id=order.id,
-                    number=order.number,
-                    total=order.total,
-                    currency=order.currency,
-                    fulfilment=fulfilment.value,
-                    cart_id=cart.id,
-                    journey=cart.channels,
-                )
-            )
+                located[no] = await self._allocate(tx, line.sku, line.quantity, self.candidates(plan, request))
+            order = self.build(request, plan, cart, customer_id, priced, located, now)
+            await self.place_in(tx, order, cart, request)
         return order
 
     async def ingest(self, external: ExternalOrder, *, actor: str | None = None) -> tuple[Order, bool]:
@@ -350,11 +412,13 @@ class OrderService:
         self, order_id: str, target: OrderStatus, *, channel: str, actor: str = "staff", note: str = ""
     ) -> Order:
         """Move the order in its state machine. Cancelling an unfulfilled order returns its
-        units to the locations they came from."""
+        units to the locations they came from, voids its authorized payments and refunds what
+        was captured."""
         for _ in range(3):
             order = await self.get(order_id)
             check_transition(order.status, target, order.fulfilment)
             now = self.clock()
+            operations: list[str] = []
             async with self.uow.write() as tx:
                 if not await tx.orders.set_status(order.id, order.status, target, now):
                     continue  # changed concurrently: re-check against the new status
@@ -362,6 +426,8 @@ class OrderService:
                     for line in order.lines:
                         if line.returnable:
                             await tx.stock.put_back(line.sku, line.location_id, line.returnable)
+                if target is OrderStatus.CANCELLED and self.payments is not None:
+                    operations = await self.payments.plan_cancel_in(tx, order, channel=channel, actor=actor)
                 await tx.events.record(
                     OrderStatusChanged(
                         id=new_id("evt"),
@@ -376,6 +442,8 @@ class OrderService:
                         note=note,
                     )
                 )
+            if self.payments is not None:
+                await self.payments.execute_all(operations)
             return await self.get(order_id)
         raise Conflict("the order is being changed by another request; try again", field="status")
 
@@ -388,17 +456,31 @@ class OrderService:
         location_id: str,
         channel: str,
         actor: str = "staff",
+        refund: bool = True,
     ) -> Order:
-        """Take back units of a line at any location (bought anywhere, returned anywhere)."""
+        """Take back units of a line at any location (bought anywhere, returned anywhere). With
+        ``refund``, the units' share of the line total goes back to the order's payments (at most
+        what is left captured)."""
         if location_id not in self.locations:
             raise NotFound(f"no stock location {location_id!r}", field="location_id")
         order = await self.get(order_id)
         line = order.check_return(line_no, quantity)
         now = self.clock()
+        operations: list[str] = []
         async with self.uow.write() as tx:
             if not await tx.orders.add_returned(order.id, line_no, quantity):
                 raise InvalidValue(f"line {line_no} cannot take {quantity} more returned unit(s)", field="quantity")
             await tx.stock.put_back(line.sku, location_id, quantity)
+            if refund and self.payments is not None and order.payments:
+                returned = await tx.orders.get(order.id)
+                assert returned is not None
+                after = returned.line(line_no).quantity_returned
+                share = split_refund(line.total, line.quantity, after - quantity, quantity)
+                operations = await self.payments.plan_refund_in(
+                    tx, order, share, reason=f"return of {quantity} x {line.sku}", channel=channel, actor=actor
+                )
+                if operations:
+                    await tx.orders.add_refunded(order.id, line_no, quantity)
             await tx.events.record(
                 OrderLineReturned(
                     id=new_id("evt"),
@@ -433,4 +515,6 @@ class OrderService:
                         note="every unit returned",
                     )
                 )
+        if self.payments is not None:
+            await self.payments.execute_all(operations)
         return await self.get(order_id)

@@ -18,6 +18,17 @@ from omniretail.domain.customer import Customer, Identity
 from omniretail.domain.events import Event
 from omniretail.domain.inventory import Reservation, StockLevel, StockLocation
 from omniretail.domain.order import Order, OrderStatus
+from omniretail.domain.payment import (
+    AttemptLine,
+    AttemptStatus,
+    CheckoutAttempt,
+    LedgerEntry,
+    OperationStatus,
+    Payment,
+    PaymentOperation,
+    PaymentStatus,
+    Wallet,
+)
 
 
 class ProductRepository(Protocol):
@@ -108,6 +119,9 @@ class OrderRepository(Protocol):
     async def add_returned(self, order_id: str, line_no: int, quantity: int) -> bool:
         """Conditional: only while returned + quantity <= sold."""
 
+    async def add_refunded(self, order_id: str, line_no: int, quantity: int) -> bool:
+        """Conditional: only while refunded + quantity <= sold."""
+
     async def for_customer(self, customer_id: str, *, after: str | None, limit: int) -> list[Order]: ...
     async def page(
         self, *, after: str | None, limit: int, channel: str | None = None, status: str | None = None
@@ -152,6 +166,93 @@ class EventLog(Protocol):
         """A guest cart became a customer's: its events join their timeline."""
 
 
+class PaymentRepository(Protocol):
+    async def insert(self, payment: Payment) -> None: ...
+    async def get(self, payment_id: str) -> Payment | None: ...
+    async def for_order(self, order_id: str) -> list[Payment]: ...
+    async def set_authorized(
+        self, payment_id: str, *, order_id: str, amount: int, provider_ref: str | None, now: datetime
+    ) -> bool:
+        """Conditional: only an ``authorizing`` payment, only up to its amount."""
+
+    async def set_status(
+        self,
+        payment_id: str,
+        expected: Sequence[PaymentStatus],
+        new: PaymentStatus,
+        now: datetime,
+        *,
+        error: str | None = None,
+    ) -> bool:
+        """Conditional: only from one of the ``expected`` statuses."""
+
+    async def add_captured(self, payment_id: str, amount: int, now: datetime) -> bool:
+        """``captured += amount`` only while capturing and ``captured + amount <= authorized``."""
+
+    async def reserve_refund(self, payment_id: str, amount: int, now: datetime) -> bool:
+        """``refund_pending += amount`` only while ``refunded + refund_pending + amount <= captured``."""
+
+    async def settle_refund(self, payment_id: str, amount: int, *, succeeded: bool, now: datetime) -> int | None:
+        """End a refund in flight (counted as refunded if it succeeded); the refunded total."""
+
+    async def insert_operation(self, op: PaymentOperation) -> bool:
+        """False if an operation with this idempotency key exists already."""
+
+    async def operation(self, operation_id: str) -> PaymentOperation | None: ...
+    async def operations(self, payment_ids: Sequence[str]) -> list[PaymentOperation]: ...
+    async def finish_operation(
+        self, operation_id: str, status: OperationStatus, now: datetime, *, error: str | None = None
+    ) -> bool:
+        """Conditional: a pending operation ends once."""
+
+    async def note_operation_error(self, operation_id: str, error: str, now: datetime) -> None: ...
+    async def pending_operations(self, before: datetime, limit: int) -> list[PaymentOperation]: ...
+
+
+class CheckoutAttemptRepository(Protocol):
+    async def insert(self, attempt: CheckoutAttempt) -> bool:
+        """False if the cart has a live attempt, or the key was used for this cart."""
+
+    async def get(self, attempt_id: str) -> CheckoutAttempt | None: ...
+    async def by_key(self, cart_id: str, idempotency_key: str) -> CheckoutAttempt | None: ...
+    async def live_for_cart(self, cart_id: str) -> CheckoutAttempt | None: ...
+    async def by_payment(self, payment_id: str) -> CheckoutAttempt | None: ...
+    async def set_lines(self, attempt_id: str, lines: Sequence[AttemptLine], status: AttemptStatus) -> None: ...
+    async def lease(self, attempt_id: str, token: str, now: datetime, seconds: float) -> bool:
+        """Hold a live attempt (nobody else holds it, or the lease lapsed)."""
+
+    async def unlease(self, attempt_id: str, token: str, now: datetime) -> None: ...
+    async def finish(
+        self,
+        attempt_id: str,
+        token: str,
+        status: AttemptStatus,
+        now: datetime,
+        *,
+        order_id: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """End a live attempt, only while ``token`` still holds it."""
+
+    async def stale(self, before: datetime, now: datetime, limit: int) -> list[CheckoutAttempt]: ...
+
+
+class WalletRepository(Protocol):
+    async def get(self, customer_id: str) -> Wallet | None: ...
+    async def ensure(self, customer_id: str, currency: str, now: datetime) -> None: ...
+    async def change(
+        self, customer_id: str, *, amount: int, points: int = 0, spend: int = 0, now: datetime
+    ) -> tuple[int, int, int] | None:
+        """One conditional UPDATE; None (nothing changed) if balance or points would go below 0.
+        Returns (balance, points, lifetime spend) after."""
+
+    async def append(self, entry: LedgerEntry) -> int:
+        """Append a ledger row; raises ``DuplicateReference`` if its reference is taken."""
+
+    async def entry(self, reference: str) -> LedgerEntry | None: ...
+    async def ledger(self, customer_id: str, *, before: int | None, limit: int) -> list[LedgerEntry]: ...
+
+
 class Transaction(Protocol):
     """The repositories of one open transaction."""
 
@@ -167,6 +268,12 @@ class Transaction(Protocol):
     def customers(self) -> CustomerRepository: ...
     @property
     def events(self) -> EventLog: ...
+    @property
+    def payments(self) -> PaymentRepository: ...
+    @property
+    def attempts(self) -> CheckoutAttemptRepository: ...
+    @property
+    def wallets(self) -> WalletRepository: ...
 
 
 class UnitOfWork(Protocol):

@@ -56,6 +56,8 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        #: Bumped after every write transaction this process commits: read caches key on it.
+        self.generation = 0
         if self.dialect == "sqlite":
             _install_sqlite_discipline(self.engine)
 
@@ -74,6 +76,7 @@ class Database:
         else:
             async with self.engine.begin() as conn:
                 yield conn
+        self.generation += 1
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -23,8 +23,10 @@ from omniretail.domain.customer import Customer, Identity, IdentityKind
 from omniretail.domain.events import Event, decode_event, encode_event
 from omniretail.domain.inventory import Reservation, ReservationStatus, StockLevel, StockLocation
 from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
+from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database
+from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
 
 _product_decoder = msgspec.json.Decoder(Product)
 _json = msgspec.json.Encoder()
@@ -495,6 +497,7 @@ class SqlOrders:
                     quantity_refunded=x.quantity_refunded,
                 )
             )
+        payments = await load_payments(self.conn, ids)
         return [
             Order(
                 id=r.id,
@@ -517,6 +520,7 @@ class SqlOrders:
                 attribution=_str_dict.decode(r.attribution),
                 created_at=r.created_at,
                 updated_at=r.updated_at,
+                payments=tuple(payments.get(r.id, ())),
             )
             for r in rows
         ]
@@ -607,6 +611,19 @@ class SqlOrders:
         )
         return result.rowcount == 1
 
+    async def add_refunded(self, order_id: str, line_no: int, quantity: int) -> bool:
+        ol = t.order_lines
+        result = await self.conn.execute(
+            update(ol)
+            .where(
+                ol.c.order_id == order_id,
+                ol.c.line_no == line_no,
+                ol.c.quantity_refunded + quantity <= ol.c.quantity,
+            )
+            .values(quantity_refunded=ol.c.quantity_refunded + quantity)
+        )
+        return result.rowcount == 1
+
     async def for_customer(self, customer_id: str, *, after: str | None, limit: int) -> list[Order]:
         stmt = select(t.orders).where(t.orders.c.customer_id == customer_id)
         if after:
@@ -687,6 +704,40 @@ class SqlCustomers:
             return await self.find(identity) == customer_id
         return True
 
+    async def _merge_wallet(self, source_id: str, target_id: str) -> None:
+        """Fold the source's stored value, points and spend into the target's wallet, with a
+        ledger entry on each side (the balance stays conserved and never negative)."""
+        wallets = SqlWallets(self.conn)
+        source = await wallets.get(source_id)
+        if source is None or not (source.balance or source.points or source.lifetime_spend):
+            return
+        now = _now()
+        out = await wallets.change(
+            source_id, amount=-source.balance, points=-source.points, spend=-source.lifetime_spend, now=now
+        )
+        await wallets.ensure(target_id, source.currency, now)
+        into = await wallets.change(
+            target_id, amount=source.balance, points=source.points, spend=source.lifetime_spend, now=now
+        )
+        assert out is not None and into is not None
+        for customer_id, sign, after, other in ((source_id, -1, out, target_id), (target_id, 1, into, source_id)):
+            await wallets.append(
+                LedgerEntry(
+                    seq=0,
+                    customer_id=customer_id,
+                    kind=LedgerKind.ADJUSTMENT,
+                    amount=sign * source.balance,
+                    points=sign * source.points,
+                    balance_after=after[0],
+                    points_after=after[1],
+                    reference=f"merge:{source_id}:{'out' if sign < 0 else 'in'}",
+                    channel="admin",
+                    actor="system",
+                    note=f"customer records merged ({'into' if sign < 0 else 'from'} {other})",
+                    created_at=now,
+                )
+            )
+
     async def set_tier(self, customer_id: str, tier: str | None) -> None:
         await self.conn.execute(update(t.customers).where(t.customers.c.id == customer_id).values(tier=tier))
 
@@ -708,8 +759,9 @@ class SqlCustomers:
                 update(table).where(table.c.customer_id == source_id).values(customer_id=target_id)
             )
             moved.append(result.rowcount)
-        for table in (t.events, t.customer_sessions):
+        for table in (t.events, t.customer_sessions, t.payments, t.checkout_attempts):
             await self.conn.execute(update(table).where(table.c.customer_id == source_id).values(customer_id=target_id))
+        await self._merge_wallet(source_id, target_id)
         await self.conn.execute(
             update(t.customers).where(t.customers.c.id == source_id).values(merged_into=target_id, password_hash=None)
         )
@@ -793,6 +845,9 @@ class SqlTransaction:
         self.orders = SqlOrders(conn)
         self.customers = SqlCustomers(conn)
         self.events = SqlEventLog(conn)
+        self.payments = SqlPayments(conn)
+        self.attempts = SqlCheckoutAttempts(conn)
+        self.wallets = SqlWallets(conn)
 
 
 class SqlUnitOfWork:

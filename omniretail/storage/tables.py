@@ -306,7 +306,7 @@ idempotency_keys = Table(
     Column("owner", String(80), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
-    Column("status", String(20), nullable=False),  # in_flight | done
+    Column("status", String(20), nullable=False),  # in_flight | open (answer not final) | done
     Column("response_status", Integer),
     Column("response_headers", Text),
     Column("response_body", LargeBinary),
@@ -455,4 +455,123 @@ cart_handoffs = Table(
     ts("expires_at", nullable=False),
     ts("claimed_at"),
     Column("claimed_channel", String(60)),
+)
+
+# -- payments and the loyalty wallet -------------------------------------------------------------
+
+checkout_attempts = Table(
+    "checkout_attempts",
+    metadata,
+    # A checkout with payment, in between its steps: reserving -> authorizing -> completed,
+    # declined or abandoned. Its stock holds are reservations whose reference is this id.
+    Column("id", String(40), primary_key=True),
+    Column("cart_id", String(40), nullable=False),
+    # The cart while this attempt is live (NULL once it ended): one live attempt per cart.
+    Column("active_cart_id", String(40), unique=True),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("channel", String(60), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("customer_id", String(40)),
+    Column("currency", String(3), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("cart_version", Integer, nullable=False),
+    Column("payment_id", String(40), nullable=False),
+    Column("lines", Text, nullable=False),  # JSON: the held lines
+    Column("request", LargeBinary, nullable=False),  # JSON: the checkout request
+    Column("order_id", String(40)),
+    Column("reason", Text),
+    ts("expires_at", nullable=False),
+    # Whoever talks to the provider about this attempt holds the lease (a retry, a webhook, the
+    # recovery job); every final transition is conditional on still holding it.
+    ts("locked_until"),
+    Column("lock_token", String(40)),
+    ts("created_at", nullable=False),
+    ts("updated_at", nullable=False),
+    UniqueConstraint("cart_id", "idempotency_key", name="uq_checkout_attempts_cart_key"),
+    Index("ix_checkout_attempts_status", "status", "updated_at"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("order_id", String(40), index=True),
+    Column("attempt_id", String(40), index=True),
+    Column("customer_id", String(40)),
+    Column("provider", String(60), nullable=False),
+    Column("provider_ref", String(200)),
+    Column("status", String(20), nullable=False),
+    Column("capture_mode", String(20), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("authorized", BigInteger, nullable=False, default=0),
+    Column("captured", BigInteger, nullable=False, default=0),
+    Column("refunded", BigInteger, nullable=False, default=0),
+    Column("refund_pending", BigInteger, nullable=False, default=0),
+    Column("last_error", Text),
+    ts("created_at", nullable=False),
+    ts("updated_at", nullable=False),
+    CheckConstraint("amount >= 0 AND authorized >= 0", name="amounts_not_negative"),
+    CheckConstraint("captured >= 0 AND captured <= authorized", name="captured_within_authorized"),
+    CheckConstraint(
+        "refunded >= 0 AND refund_pending >= 0 AND refunded + refund_pending <= captured",
+        name="refunded_within_captured",
+    ),
+)
+
+payment_operations = Table(
+    "payment_operations",
+    metadata,
+    # Captures, voids and refunds asked of a provider; pending ones are retried with the same key.
+    Column("id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # capture | void | refund
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),  # pending | succeeded | failed
+    Column("idempotency_key", String(255), nullable=False, unique=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("channel", String(60), nullable=False),
+    Column("actor", String(100), nullable=False),
+    ts("created_at", nullable=False),
+    ts("updated_at", nullable=False),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
+    Index("ix_payment_operations_status", "status", "updated_at"),
+)
+
+wallets = Table(
+    "wallets",
+    metadata,
+    # Stored value and loyalty points per customer. Changed only by conditional UPDATEs
+    # (balance = balance - :a WHERE balance >= :a), each with its ledger row.
+    Column("customer_id", String(40), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("balance", BigInteger, nullable=False, default=0),
+    Column("points", BigInteger, nullable=False, default=0),
+    Column("lifetime_spend", BigInteger, nullable=False, default=0),
+    ts("updated_at", nullable=False),
+    CheckConstraint("balance >= 0", name="balance_not_negative"),
+    CheckConstraint("points >= 0", name="points_not_negative"),
+)
+
+wallet_ledger = Table(
+    "wallet_ledger",
+    metadata,
+    # Append-only: top-ups, payments, refunds, adjustments, points earned.
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("customer_id", String(40), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("points_after", BigInteger, nullable=False),
+    # A write with a reference already used changes nothing: idempotent.
+    Column("reference", String(255), nullable=False, unique=True),
+    Column("order_id", String(40)),
+    Column("channel", String(60), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    ts("created_at", nullable=False),
+    Index("ix_wallet_ledger_customer", "customer_id", "seq"),
 )

@@ -67,6 +67,8 @@ def register_channels(register: RegisterChannel) -> None:
                     Capability.PICKUP,
                     Capability.TRACK,
                     Capability.HANDOFF,
+                    Capability.RETURN,
+                    Capability.PAY,
                 }
             ),
             formats=(

@@ -20,13 +20,14 @@ from omniretail.domain.customer import Identity, IdentityKind
 from omniretail.domain.errors import CartClosed, DomainError, InvalidValue, NotFound, OutOfStock
 from omniretail.domain.inventory import StockLocation, availability_for
 from omniretail.domain.order import Fulfilment, Order, OrderStatus
+from omniretail.gateway.idempotency import parse_key
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.present import cart_out, decode_cursor, encode_cursor, order_out
 from omniretail.gateway.problems import ApiError
 from omniretail.gateway.routes.common import errors
 from omniretail.gateway.schemas import MoneyOut, OrderOut
 from omniretail.gateway.security import principal_of
-from omniretail.services.orders import CheckoutRequest
+from omniretail.services.orders import CheckoutRequest, PaymentChoice
 from omniretail_kiosk import handoff
 from omniretail_kiosk.schemas import (
     HandoffOut,
@@ -38,7 +39,9 @@ from omniretail_kiosk.schemas import (
     KioskOrderOut,
     KioskProductOut,
     KioskVariantOut,
+    OrderLookupOut,
     QrOut,
+    ReturnBody,
     StaffBody,
     StoreOut,
 )
@@ -242,7 +245,7 @@ def build(channel: ChannelContext, store: StockLocation) -> list[Callable[..., A
         operation_id="kioskPlaceOrder",
         status_code=HTTP_201_CREATED,
         responses=errors(400),
-        opt={"idempotency": "required"},
+        opt={"idempotency": "required", "idempotency_resumable": True},
         summary="Order at the kiosk: pickup at this store (click and collect) or shipped (endless aisle)",
     )
     async def place_order(request: Request[Any, Any, Any], data: JSONBody[KioskOrderBody]) -> KioskOrderOut:
@@ -275,6 +278,10 @@ def build(channel: ChannelContext, store: StockLocation) -> list[Callable[..., A
                     customer_id=principal.customer_id,
                     locations=sources,
                     allow_transfer=data.allow_transfer,
+                    payment=PaymentChoice(provider=data.payment.provider, token=data.payment.token)
+                    if data.payment
+                    else None,
+                    idempotency_key=parse_key(key) if (key := request.headers.get("idempotency-key")) else None,
                 )
             )
         except CartClosed:
@@ -338,6 +345,54 @@ def build(channel: ChannelContext, store: StockLocation) -> list[Callable[..., A
         request: Request[Any, Any, Any], order_ref: FromPath[str], data: JSONBody[StaffBody | None] = None
     ) -> OrderOut:
         return await staff_transition(request, order_ref, OrderStatus.COLLECTED, data)
+
+    @get(
+        "/lookup",
+        operation_id="kioskLookupOrders",
+        responses=errors(),
+        summary="Orders by number or by loyalty card, whatever channel they came from",
+    )
+    async def lookup(
+        number: Annotated[str | None, QueryParameter(min_length=4, max_length=20)] = None,
+        loyalty_card: Annotated[str | None, QueryParameter(min_length=1, max_length=40)] = None,
+    ) -> OrderLookupOut:
+        if (number is None) == (loyalty_card is None):
+            raise InvalidValue("give either number or loyalty_card", field="query.number")
+        if number is not None:
+            order = await kernel.orders.by_number(number)
+            if order is None:
+                raise NotFound(f"no order {number!r}", field="query.number")
+            return OrderLookupOut(orders=[order_out(order)])
+        customer = await kernel.customers.find(Identity(kind=IdentityKind.LOYALTY_CARD, value=loyalty_card or ""))
+        if customer is None:
+            raise NotFound("no customer with that loyalty card", field="query.loyalty_card")
+        return OrderLookupOut(orders=[order_out(o) for o in await kernel.orders.for_customer(customer.id, limit=20)])
+
+    @post(
+        "/returns",
+        operation_id="kioskReturn",
+        status_code=HTTP_200_OK,
+        responses=errors(),
+        opt={"idempotency": "optional"},
+        summary="Take back an item bought on any channel; the units go back to this store",
+    )
+    async def take_back(request: Request[Any, Any, Any], data: JSONBody[ReturnBody]) -> OrderOut:
+        principal = principal_of(request)
+        order = await kernel.orders.by_number(data.order_number)
+        if order is None:
+            raise NotFound(f"no order {data.order_number!r}", field="order_number")
+        lines = [x for x in order.lines if x.sku == data.sku and x.returnable > 0]
+        if not lines:
+            raise InvalidValue(f"order {order.number} has nothing of {data.sku!r} left to return", field="sku")
+        returned = await kernel.orders.return_line(
+            order.id,
+            lines[0].line_no,
+            data.quantity,
+            location_id=store.id,
+            channel=name,
+            actor=f"staff:{principal.key_id}",
+        )
+        return order_out(returned)
 
     # -- identify ------------------------------------------------------------------------------
 
@@ -508,6 +563,8 @@ def build(channel: ChannelContext, store: StockLocation) -> list[Callable[..., A
         get_order,
         ready,
         collected,
+        lookup,
+        take_back,
         identify,
         start_handoff,
         open_handoff,

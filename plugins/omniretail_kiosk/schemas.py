@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from omniretail.domain.catalog import Sku
-from omniretail.gateway.schemas import CartOut, Email, MoneyOut, OrderOut, Phone, Quantity, ShortText
+from omniretail.gateway.schemas import CartOut, Email, MoneyOut, OrderOut, PaymentBody, Phone, Quantity, ShortText
 
 CartId = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 LoyaltyCard = Annotated[
@@ -36,6 +36,9 @@ class KioskOrderBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     #: A guest order needs one of these (a signed-in or identified customer does not).
     email: Email | None = None
     phone: Phone | None = None
+    #: Pay now with a provider the kiosk offers (e.g. ``{"provider": "wallet"}`` once the shopper
+    #: is identified); without it the order is placed unpaid (pay at the counter).
+    payment: PaymentBody | None = None
 
 
 class StaffBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -48,6 +51,19 @@ class IdentifyBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cart_id: CartId | None = None
     #: Name for a customer seen for the first time.
     name: ShortText = ""
+
+
+class ReturnBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    #: The order number on the receipt (from any channel: bought online, returned here).
+    order_number: Annotated[str, msgspec.Meta(min_length=4, max_length=20)]
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=999)] = 1
+    #: Who took the item back, for the order's history.
+    note: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class OrderLookupOut(msgspec.Struct, frozen=True, kw_only=True):
+    orders: list[OrderOut]
 
 
 # -- responses ------------------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class Inbox:
         replies: list[Reply] = []
         duplicates = 0
         for event in found:
+            number = intents.parse_status(event.text)
+            if number is not None:
+                replies.append(await self._status(event, number))
+                continue
             intent = intents.parse(event.text)
             if intent is None:
                 continue
@@ -104,6 +108,21 @@ class Inbox:
             )
         )
         return identities
+
+    async def _status(self, event: SocialEvent, number: str) -> Reply:
+        """Order status, in the channel's idiom: a reply. Only the author's own orders are told;
+        nothing is created for a stranger asking."""
+        customer = None
+        for identity in self._identities(event):
+            customer = await self.kernel.customers.find(identity)
+            if customer is not None:
+                break
+        order = await self.kernel.orders.by_number(number) if customer is not None else None
+        if order is None or customer is None or order.customer_id != customer.id:
+            text = f"Sorry, we could not find order {number} for you."
+        else:
+            text = f"Your order {order.number} is {order.status.value.replace('_', ' ')}."
+        return Reply(recipient=event.recipient, message=ReplyMessage(text=text))
 
     async def _buy(self, event: SocialEvent, intent: intents.BuyIntent) -> Reply | None:
         """The reply to one buy intent; None for a repeat delivery."""

@@ -49,6 +49,20 @@ class BuyIntent:
     quantity: int | None
 
 
+_STATUS = re.compile(
+    r"\b(?:status|where(?:'s| is)|track|tracking)\b.*?\b([0-9A-Za-z]{4}-?[0-9A-Za-z]{4})\b", re.IGNORECASE | re.DOTALL
+)
+
+
+def parse_status(text: str) -> str | None:
+    """The order number in a status question ("where is my order 7K3M-9QXD?"), or None."""
+    m = _STATUS.search(text[:MAX_TEXT])
+    if m is None:
+        return None
+    raw = m.group(1).upper().replace("-", "")
+    return f"{raw[:4]}-{raw[4:]}"
+
+
 def parse(text: str) -> BuyIntent | None:
     """The buy intent in a comment or message, or None when there is none."""
     text = text[:MAX_TEXT]

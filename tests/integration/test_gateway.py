@@ -394,3 +394,43 @@ async def test_openapi_documents_every_operation(api: Api) -> None:
     for op in core:
         assert {"401", "404", "422"} <= set(op["responses"]), op["operationId"]
     assert (await api.client.get("/schema")).status_code == 200
+
+
+async def test_nul_characters_are_refused_not_a_server_error(api: Api) -> None:
+    r = await api.client.post(
+        "/v1/customers",
+        json={"email": "nul@example.com", "password": "pass-word-1", "name": "A\u0000B"},
+        headers=api.h(),
+    )
+    # SQLite stores it; PostgreSQL cannot: either way no 5xx.
+    assert r.status_code in (201, 422), r.text
+    if r.status_code == 422:
+        assert_problem(r, 422, "body")
+        assert (
+            await api.client.post(
+                "/v1/customers/sessions", json={"email": "nul@example.com", "password": "pass-word-1"}, headers=api.h()
+            )
+        ).status_code == 401  # nothing was stored
+
+
+async def test_an_interrupted_non_resumable_request_is_not_run_twice(api: Api, clock: FakeClock) -> None:
+    """A process died after applying `add line` but before storing the answer: the retry must not
+    add the line again. Only checkout (which finds its order) may take a stale key over."""
+    import hashlib
+    from datetime import timedelta
+
+    cart_id = await new_cart(api, ESPRESSO=1)
+    key = str(uuid.uuid4())
+    body = b'{"sku":"ESPRESSO","quantity":1}'
+    path = f"/v1/carts/{cart_id}/lines?"
+    principal = await api.app.state.key_store.principal(api.keys["webshop"])
+    fingerprint = hashlib.sha256(b"POST " + path.encode() + b"\n" + body).hexdigest()
+    store = IdempotencyStore(api.kernel.db)
+    await store.begin(principal.owner, key, fingerprint, clock() - timedelta(minutes=2), timedelta(hours=1))
+    headers = api.h(**{"Idempotency-Key": key, "Content-Type": "application/json"})
+    for _ in range(2):
+        r = await api.client.post(f"/v1/carts/{cart_id}/lines", content=body, headers=headers)
+        assert_problem(r, 409)
+        assert r.json()["type"].endswith("/idempotency-outcome-unknown")
+    cart = (await api.client.get(f"/v1/carts/{cart_id}", headers=api.h())).json()
+    assert cart["lines"][0]["quantity"] == 1  # not applied again

@@ -623,3 +623,24 @@ def test_an_ambiguous_name_names_no_product() -> None:
     assert found.product is None and found.candidates == ("Item MUG-BLUE", "Item MUG-RED")
     assert index.find("mug red").variant is not None and index.find("mug red").variant.sku == "MUG-RED"
     assert index.find("nothing").product is None and index.find("").product is None
+
+
+# -- order status, asked in a comment or a message ----------------------------------------------------
+
+
+async def test_a_customer_asks_the_status_of_their_order_in_a_message(social: Api) -> None:
+    bought = (await deliver(social, comment("buy 2 latte", username="ana", user_id="9001"))).json()
+    cart_id = bought["replies"][0]["cart_id"]
+    r = await social.client.post(
+        f"/v1/carts/{cart_id}/checkout",
+        json={"email": "ana@example.com"},
+        headers=social.h("admin", **{"Idempotency-Key": '"social-status-1"'}),
+    )
+    assert r.status_code == 201, r.text
+    number = r.json()["number"]
+    before = await counts(social)
+    asked = (await deliver(social, message(f"where is my order {number.lower()}?", sender="9001", mid="m-s1"))).json()
+    assert asked["replies"][0]["message"]["text"] == f"Your order {number} is placed."
+    stranger = (await deliver(social, message(f"status {number}", sender="777", mid="m-s2"))).json()
+    assert "could not find" in stranger["replies"][0]["message"]["text"]
+    assert await counts(social) == before  # asking creates nothing, not even a customer

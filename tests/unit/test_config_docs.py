@@ -3,8 +3,9 @@
 Conventions the page follows (also listed at the end of docs/configuration.md):
 
 * each table is a ``### [table]`` section: ``### [[locations]]``, ``### [channels.*]`` for the keys
-  every channel has, ``### [channels.<name>]`` per installed channel; a section runs to the next
-  heading;
+  every channel has, ``### [channels.<name>]`` per installed channel, ``### [payments.*]`` and
+  ``### [payments.<name>]`` likewise for payment providers, ``### [[loyalty.tiers]]`` for an array
+  of tables inside a table; a section runs to the next heading;
 * each key is a table row whose first cell is the key in backticks;
 * the third cell (Default) starts with the default as TOML in backticks, or ``unset`` or ``required``;
 * the ```toml block under ``## Complete example`` must load.
@@ -24,7 +25,7 @@ import msgspec
 import pytest
 
 from omniretail import config
-from omniretail.host import collect_channels, create_plugin_manager
+from omniretail.host import collect_channels, collect_payment_providers, create_plugin_manager
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 DOC_TEXT = DOC.read_text(encoding="utf-8")
@@ -87,21 +88,40 @@ def installed_settings() -> dict[str, type[msgspec.Struct] | None]:
     return {name: spec.settings for name, (spec, _) in collect_channels(create_plugin_manager()).items()}
 
 
+def installed_payment_settings() -> dict[str, type[msgspec.Struct] | None]:
+    return {name: spec.settings for name, (spec, _) in collect_payment_providers(create_plugin_manager()).items()}
+
+
+def struct_array(tp: Any) -> type[msgspec.Struct] | None:
+    """The Struct of ``tuple[Struct, ...]`` (an array of tables), else None."""
+    args = get_args(tp)
+    if get_origin(tp) is tuple and args and isinstance(args[0], type) and issubclass(args[0], msgspec.Struct):
+        return args[0]
+    return None
+
+
 @functools.cache
 def expected() -> Sections:
     """Every table of the file (as the strict decoder reads it) and every installed channel's."""
     sections: Sections = {}
     for field in msgspec.structs.fields(config._Document):
-        if field.name == "channels":
+        if field.name in ("channels", "payments"):
             continue
-        if get_origin(field.type) is tuple:  # [[locations]]: an array of tables
-            sections[f"[[{field.name}]]"] = struct_keys(get_args(field.type)[0])
+        if (array := struct_array(field.type)) is not None:  # [[locations]]: an array of tables
+            sections[f"[[{field.name}]]"] = struct_keys(array)
         else:
             sections[f"[{field.name}]"] = struct_keys(field.type)
+            for inner in msgspec.structs.fields(field.type):  # [[loyalty.tiers]]
+                if (array := struct_array(inner.type)) is not None:
+                    sections[f"[[{field.name}.{inner.name}]]"] = struct_keys(array)
     common = struct_keys(config.ChannelConfig)
     sections["[channels.*]"] = {key: common[key] for key in config.COMMON_CHANNEL_KEYS}
     for name, settings in installed_settings().items():
         sections[f"[channels.{name}]"] = struct_keys(settings)
+    common = struct_keys(config.PaymentConfig)
+    sections["[payments.*]"] = {key: common[key] for key in config.COMMON_PAYMENT_KEYS}
+    for name, settings in installed_payment_settings().items():
+        sections[f"[payments.{name}]"] = struct_keys(settings)
     return sections
 
 
@@ -142,6 +162,7 @@ def wrong_defaults(doc: Sections, code: Sections) -> list[str]:
 
 def test_the_tables_were_found() -> None:
     assert {"[store]", "[[locations]]", "[channels.*]", "[channels.webshop]"} <= expected().keys()
+    assert {"[payments.*]", "[payments.card]", "[loyalty]", "[[loyalty.tiers]]"} <= expected().keys()
     assert "currency" in documented(DOC_TEXT)["[store]"]
 
 
@@ -167,8 +188,11 @@ def test_complete_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     example = complete_example(DOC_TEXT)
     for name in re.findall(r'"env:([A-Za-z_][A-Za-z0-9_]*)"', example):
         monkeypatch.setenv(name, "test-value")
-    loaded = config.parse_config(tomllib.loads(example), installed_settings())
+    loaded = config.parse_config(
+        tomllib.loads(example), installed_settings(), payment_settings=installed_payment_settings()
+    )
     assert loaded.enabled_channels
+    assert loaded.enabled_payments
 
 
 def test_complete_example_uses_every_table() -> None:

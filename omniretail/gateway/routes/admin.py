@@ -253,6 +253,7 @@ class AdminController(Controller):
             location_id=data.location_id,
             channel=principal.channel,
             actor=f"staff:{principal.key_id}",
+            refund=data.refund,
         )
         return order_out(order)
 

@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from omniretail.domain.cart import Cart
 from omniretail.domain.errors import CartClosed, NotFound
+from omniretail.gateway.idempotency import parse_key
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.present import cart_out, order_out
 from omniretail.gateway.routes.common import KernelDep, caller, channel_locations, errors
@@ -28,7 +29,7 @@ from omniretail.gateway.schemas import (
 )
 from omniretail.gateway.security import require_customer, require_storefront
 from omniretail.kernel import Kernel
-from omniretail.services.orders import CheckoutRequest
+from omniretail.services.orders import CheckoutRequest, PaymentChoice
 
 
 async def visible_cart(kernel: Kernel, cart_id: str, principal: Principal) -> Cart:
@@ -207,9 +208,16 @@ class CartController(Controller):
         "/{cart_id:str}/checkout",
         operation_id="checkoutCart",
         status_code=HTTP_201_CREATED,
-        responses=errors(400),
-        opt={"idempotency": "required"},
-        summary="Turn the cart into an order (Idempotency-Key required)",
+        responses=errors(400, 402),
+        opt={"idempotency": "required", "idempotency_resumable": True},
+        summary="Turn the cart into an order, paid or not (Idempotency-Key required)",
+        description=(
+            "With `payment`, stock is held, the provider authorizes the total the server computes, "
+            "the order is written and the payment captured. A decline answers 402 `payment-declined` "
+            "(no order, stock released). When the provider's answer is not known yet the answer is "
+            "409 `payment-pending` with Retry-After, which is not stored: retry with the SAME "
+            "Idempotency-Key and the checkout is finished or undone, never charged twice."
+        ),
     )
     async def checkout(
         self,
@@ -220,6 +228,7 @@ class CartController(Controller):
     ) -> OrderOut:
         principal = caller(request)
         cart = await visible_cart(kernel, cart_id, principal)
+        key = request.headers.get("idempotency-key")
         try:
             order = await kernel.orders.checkout(
                 CheckoutRequest(
@@ -231,6 +240,10 @@ class CartController(Controller):
                     phone=data.phone,
                     customer_id=principal.customer_id,
                     locations=channel_locations(kernel, principal),
+                    payment=PaymentChoice(provider=data.payment.provider, token=data.payment.token)
+                    if data.payment
+                    else None,
+                    idempotency_key=parse_key(key) if key else None,
                 )
             )
         except CartClosed:

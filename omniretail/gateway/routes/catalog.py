@@ -13,6 +13,7 @@ from omniretail.domain.inventory import availability_for
 from omniretail.gateway.present import decode_cursor, encode_cursor, product_out
 from omniretail.gateway.routes.common import (
     KernelDep,
+    PageCache,
     caller,
     caller_customer,
     channel_locations,
@@ -22,13 +23,23 @@ from omniretail.gateway.routes.common import (
 from omniretail.gateway.schemas import (
     AvailabilityOut,
     ChannelOut,
+    ChannelsOut,
     LocationLevelOut,
     Page,
     ProductOut,
 )
 from omniretail.gateway.security import require_storefront
+from omniretail.matrix import capability_matrix
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..100")]
+
+
+def _page_cache(request: Request[Any, Any, Any]) -> PageCache:
+    state = request.app.state
+    cache = state.get("page_cache")
+    if cache is None:
+        cache = state["page_cache"] = PageCache()
+    return cache
 
 
 class CatalogController(Controller):
@@ -56,6 +67,12 @@ class CatalogController(Controller):
         principal = caller(request)
         customer = await caller_customer(kernel, principal)
         snapshot = await kernel.catalog.snapshot()
+        tier = customer.tier if customer else None
+        key = (snapshot.revision, kernel.db.generation, principal.channel, tier, limit, cursor, brand, category, q)
+        cache = _page_cache(request)
+        cached = cache.get(key)
+        if cached is not None:
+            return json_with_etag(request, None, encoded=cached)  # type: ignore[return-value]
         after = decode_cursor(cursor)
         items: list[Product] = []
         index = snapshot.index_after(after)
@@ -73,13 +90,12 @@ class CatalogController(Controller):
         skus = [v.sku for p in items for v in p.variants]
         available = await kernel.inventory.available(skus, channel_locations(kernel, principal))
         currency = kernel.config.store.currency
-        tier = customer.tier if customer else None
         low = kernel.config.inventory.low_stock_threshold
         page = Page(
             items=[product_out(p, currency, tier, available, low) for p in items],
             next_cursor=encode_cursor(items[-1].id) if more and items else None,
         )
-        return json_with_etag(request, page)  # type: ignore[return-value]
+        return json_with_etag(request, page, encoded=cache.put(key, page))  # type: ignore[return-value]
 
     @get(
         "/products/{product_ref:str}",
@@ -161,17 +177,22 @@ class CatalogController(Controller):
         "/channels",
         operation_id="listChannels",
         responses=errors(),
-        summary="Enabled channels and the journey steps each can carry",
+        summary="Enabled channels, the journey steps each carries, and the gaps (the capability matrix)",
     )
-    async def channels(self, kernel: KernelDep) -> list[ChannelOut]:
-        return [
-            ChannelOut(
-                name=ctx.name,
-                title=ctx.spec.title,
-                description=ctx.spec.description,
-                capabilities=sorted(c.value for c in ctx.spec.capabilities),
-                formats=list(ctx.spec.formats),
-                locations=list(ctx.locations),
-            )
-            for ctx in kernel.channels.values()
-        ]
+    async def channels(self, kernel: KernelDep) -> ChannelsOut:
+        matrix = capability_matrix(kernel)
+        return ChannelsOut(
+            channels=[
+                ChannelOut(
+                    name=ctx.name,
+                    title=ctx.spec.title,
+                    description=ctx.spec.description,
+                    capabilities=sorted(c.value for c in ctx.spec.capabilities),
+                    formats=list(ctx.spec.formats),
+                    locations=list(ctx.locations),
+                )
+                for ctx in (kernel.channels[name] for name in sorted(kernel.channels))
+            ],
+            matrix=matrix,
+            maturity=round(matrix.maturity, 3),
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import msgspec
@@ -65,10 +66,40 @@ def channel_locations(kernel: Kernel, principal: Principal) -> tuple[str, ...]:
     return ctx.locations if ctx is not None else tuple(loc.id for loc in kernel.config.locations)
 
 
-def json_with_etag(request: Request[Any, Any, Any], payload: Any) -> Response[bytes]:
+class PageCache:
+    """Rendered catalog pages for a second. The key holds the catalog revision and this
+    process's write generation, so any write here invalidates at once; other processes' stock
+    changes show within ``ttl`` seconds (checkout always checks stock for real)."""
+
+    def __init__(self, ttl: float = 1.0, size: int = 2048) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.pages: dict[Any, tuple[float, bytes, str]] = {}
+
+    def get(self, key: Any) -> tuple[bytes, str] | None:
+        hit = self.pages.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1], hit[2]
+
+    def put(self, key: Any, payload: Any) -> tuple[bytes, str]:
+        body = msgspec.json.encode(payload)
+        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+        if len(self.pages) >= self.size:
+            self.pages.clear()
+        self.pages[key] = (time.monotonic() + self.ttl, body, etag)
+        return body, etag
+
+
+def json_with_etag(
+    request: Request[Any, Any, Any], payload: Any, *, encoded: tuple[bytes, str] | None = None
+) -> Response[bytes]:
     """A JSON response with a strong ETag; 304 when the client's If-None-Match matches."""
-    body = msgspec.json.encode(payload)
-    etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    if encoded is None:
+        body = msgspec.json.encode(payload)
+        etag = '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    else:
+        body, etag = encoded
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     inm = request.headers.get("if-none-match")
     if inm and (inm.strip() == "*" or etag in [x.strip().removeprefix("W/") for x in inm.split(",")]):

@@ -8,10 +8,26 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from omniretail.gateway.present import customer_out, decode_cursor, encode_cursor, event_out, order_out
+from omniretail.gateway.present import (
+    customer_out,
+    decode_cursor,
+    encode_cursor,
+    event_out,
+    order_out,
+    wallet_out,
+)
 from omniretail.gateway.problems import ApiError
 from omniretail.gateway.routes.common import KernelDep, caller, errors
-from omniretail.gateway.schemas import CustomerOut, EventOut, OrderOut, Page, SessionOut, SignIn, SignUp
+from omniretail.gateway.schemas import (
+    CustomerOut,
+    EventOut,
+    OrderOut,
+    Page,
+    SessionOut,
+    SignIn,
+    SignUp,
+    WalletOut,
+)
 from omniretail.gateway.security import CUSTOMER_HEADER, require_customer, require_storefront
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..100")]
@@ -116,6 +132,31 @@ class CustomerController(Controller):
     ) -> Page[EventOut]:
         customer_id = require_customer(request)
         return await timeline_page(kernel, customer_id, limit, cursor, type_, channel)
+
+    @get(
+        "/me/wallet",
+        operation_id="getMyWallet",
+        responses=errors(),
+        summary="The customer's wallet balance, loyalty points and tier, with the ledger (newest first)",
+    )
+    async def my_wallet(
+        self,
+        request: Request[Any, Any, Any],
+        kernel: KernelDep,
+        limit: Limit = 20,
+        cursor: FromQuery[str | None] = None,
+    ) -> WalletOut:
+        return await wallet_page(kernel, require_customer(request), limit, cursor)
+
+
+async def wallet_page(kernel: KernelDep, customer_id: str, limit: int, cursor: str | None) -> WalletOut:
+    """The customer's wallet, points and tier, with a page of the ledger (newest first)."""
+    customer = await kernel.customers.get(customer_id)
+    wallet = await kernel.loyalty.wallet(customer.id)
+    entries = await kernel.loyalty.ledger(customer.id, before=int_cursor(cursor), limit=limit + 1)
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return wallet_out(wallet, customer.tier, entries, encode_cursor(entries[-1].seq) if more and entries else None)
 
 
 async def timeline_page(

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -15,6 +15,7 @@ from omniretail.gateway.present import decode_cursor, encode_cursor
 from omniretail.gateway.routes.common import KernelDep, errors
 from omniretail.gateway.schemas import Page, Request
 from omniretail.gateway.security import require_admin
+from omniretail.reporting import Report, build_report, chart_svg
 from omniretail.storage.jobs import JobQueue
 from omniretail.storage.publications import LogEntry, PublicationStore, RunRecord
 
@@ -175,3 +176,28 @@ class PublicationsController(Controller):
             r.updated_at,
             listing,
         )
+
+
+class ReportController(Controller):
+    path = "/v1/admin/report"
+    tags = ["admin"]
+    guards = [require_admin]
+
+    @get(
+        "/",
+        operation_id="adminReport",
+        responses=errors(),
+        summary="Sales and orders per channel, cross-channel journeys, handoff conversion",
+    )
+    async def report(self, kernel: KernelDep) -> Report:
+        return await build_report(kernel)
+
+    @get(
+        "/chart.svg",
+        operation_id="adminReportChart",
+        responses=errors(),
+        media_type="image/svg+xml",
+        summary="The report as an SVG bar chart",
+    )
+    async def chart(self, kernel: KernelDep) -> Response[str]:
+        return Response(chart_svg(await build_report(kernel)), media_type="image/svg+xml")
