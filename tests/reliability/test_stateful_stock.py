@@ -42,12 +42,19 @@ from omniretail.storage import tables as t
 from tests.conftest import store_config
 
 SKUS = ("SKU-A", "SKU-B")
-#: The web shop's locations, in its preference order (store_config); store-b only gets returns.
+#: Where the kernel sells from, in preference order; store-b only gets stock from returns.
 LOCATIONS = ("wh", "store-a", "store-b")
 CHANNEL = "webshop"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: What the runs did, so the test can tell it exercised the interesting paths.
 SEEN: Counter[str] = Counter()
+
+
+def config(url: str) -> dict[str, Any]:
+    """The test store's locations and no channel plugins (the kernel services need none; loading
+    entry points for every run would only slow it). A channel without a ``[channels]`` table sells
+    from every location, in order: wh, store-a, store-b."""
+    return store_config(url, channels={})
 
 
 class Template:
@@ -63,7 +70,9 @@ class Template:
             cls.path = cls.folder / "template.db"
 
             async def build() -> None:
-                kernel = Kernel.from_config(store_config(f"sqlite:///{cls.path}"), base_dir=str(cls.folder))
+                kernel = Kernel.from_config(
+                    config(f"sqlite:///{cls.path}"), entry_points=False, base_dir=str(cls.folder)
+                )
                 async with kernel:
                     for sku in SKUS:
                         draft = {
@@ -124,7 +133,7 @@ class StockMachine(RuleBasedStateMachine):
         self.folder = Path(tempfile.mkdtemp(prefix="omni-machine-"))
         self.clock = FakeClock(START)
         self.kernel = Kernel.from_config(
-            store_config(Template.copy_to(self.folder)), base_dir=str(self.folder), clock=self.clock
+            config(Template.copy_to(self.folder)), entry_points=False, base_dir=str(self.folder), clock=self.clock
         )
         self.run(self.kernel.start())
         self.on_hand: dict[tuple[str, str], int] = defaultdict(int)
