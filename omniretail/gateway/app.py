@@ -11,6 +11,7 @@ from typing import Any
 from litestar import Litestar, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -23,7 +24,7 @@ from omniretail.gateway.problems import handle_exception
 from omniretail.gateway.routes.admin import AdminController
 from omniretail.gateway.routes.carts import CartController
 from omniretail.gateway.routes.catalog import CatalogController
-from omniretail.gateway.routes.common import KernelDep, provide_kernel
+from omniretail.gateway.routes.common import KernelDep, errors, provide_kernel
 from omniretail.gateway.routes.customers import CustomerController
 from omniretail.gateway.routes.orders import OrderController
 from omniretail.gateway.routes.payments import PaymentAdminController
@@ -65,6 +66,11 @@ def plugin_routers(kernel: Kernel) -> list[Router]:
         kernel.channel_hook(name, "register_routes")(register=handlers.append, channel=ctx)
         if not handlers:
             continue
+        for handler in handlers:
+            if isinstance(handler, HTTPRouteHandler):
+                # Every route can answer the gateway's problems (auth, validation, limits); a
+                # plugin documents its own answers on top.
+                handler.responses = {**errors(), **(handler.responses or {})}
         try:
             routers.append(
                 Router(

@@ -9,6 +9,7 @@ from html import escape
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Redirect, Stream
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -511,6 +512,10 @@ def build(channel: ChannelContext, store: StockLocation) -> list[Callable[..., A
         opt={"public": True},
         operation_id="kioskHandoffOpen",
         media_type="text/html",
+        responses={
+            code: ResponseSpec(data_container=str, media_type="text/html", description="An HTML page saying why")
+            for code in (400, 404, 409, 410)
+        },
         summary="Open a signed handoff code: the same cart continues on the web shop (303 to the cart page)",
     )
     async def open_handoff(code: FromPath[str]) -> Response[str] | Redirect:

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
-from litestar.params import FromPath, QueryParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Stream
 
 from omniretail import hookimpl
@@ -33,6 +34,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 CHECKOUT_MAX_LINES = 50
+
+
+def html_error(*codes: int) -> dict[int, ResponseSpec]:
+    """The HTML pages a shopper's browser gets for a bad link or a missing page."""
+    return {
+        c: ResponseSpec(data_container=str, media_type="text/html", description="An HTML error page") for c in codes
+    }
+
+
 _UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 
 
@@ -96,6 +106,7 @@ def register_routes(register: Any, channel: ChannelContext) -> None:
         "/products/{sku:str}",
         opt={"public": True},
         operation_id="webshopProductPage",
+        responses=html_error(404),
         media_type="text/html",
         summary="Product page with schema.org JSON-LD and Open Graph product tags",
     )
@@ -146,14 +157,21 @@ def register_routes(register: Any, channel: ChannelContext) -> None:
         "/checkout",
         opt={"public": True},
         operation_id="webshopCheckoutUrl",
+        responses=html_error(400),
         media_type="text/html",
         summary="Checkout URL: build a cart from ?products=SKU:QTY,... and redirect to the storefront cart",
     )
     async def checkout_url(
         request: Request[Any, Any, Any],
-        products: Annotated[str | None, QueryParameter(max_length=2000)] = None,
-        coupon: Annotated[str | None, QueryParameter(max_length=60)] = None,
+        products: FromQuery[str | None] = None,
+        coupon: FromQuery[str | None] = None,
     ) -> Response[str] | Redirect:
+        if len(products or "") > 2000 or len(coupon or "") > 60:
+            return Response(
+                pages.message_page("This link does not work", "The link is too long."),
+                status_code=400,
+                media_type="text/html",
+            )
         try:
             wanted = parse_products(products or "")
         except ValueError as exc:
@@ -189,6 +207,7 @@ def register_routes(register: Any, channel: ChannelContext) -> None:
         "/cart/{cart_id:str}",
         opt={"public": True},
         operation_id="webshopCartPage",
+        responses=html_error(404),
         media_type="text/html",
         summary="A plain cart page (the default storefront_cart_url)",
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
@@ -73,23 +74,26 @@ def fuzz_operation(
     base: str,
     headers: dict[str, str],
     ids: dict[str, str],
-    examples: int,
+    examples: tuple[int, int],
     findings: dict[str, set[str]],
 ) -> int:
-    """Run ``examples`` positive and ``examples`` negative cases (half of the positive ones with
-    real ids); returns how many requests were made."""
+    """Run ``examples[0]`` valid cases with generated ids, as many with real ids, and
+    ``examples[1]`` invalid cases; returns how many requests were made."""
     path_params = {p.name for p in operation.path_parameters}
     fixed = {name: ids[name] for name in path_params if name in ids}
-    strategies = [operation.as_strategy(GenerationMode.POSITIVE, headers=headers)]
+    positive, negative = examples
+    strategies = [(operation.as_strategy(GenerationMode.POSITIVE, headers=headers), positive)]
     if fixed:
-        strategies.append(operation.as_strategy(GenerationMode.POSITIVE, headers=headers, path_parameters=fixed))
-    strategies.append(operation.as_strategy(GenerationMode.NEGATIVE, headers=headers))
+        strategies.append(
+            (operation.as_strategy(GenerationMode.POSITIVE, headers=headers, path_parameters=fixed), positive)
+        )
+    strategies.append((operation.as_strategy(GenerationMode.NEGATIVE, headers=headers), negative))
     calls = 0
-    for strategy in strategies:
+    for strategy, count in strategies:
 
         @given(case=strategy)
         @settings(
-            max_examples=examples,
+            max_examples=count,
             deadline=None,
             derandomize=True,
             database=None,
@@ -118,7 +122,7 @@ def fuzz_operation(
     return calls
 
 
-async def test_no_5xx_and_no_schema_violation(tmp_path: Path) -> None:
+async def fuzz(tmp_path: Path, examples: tuple[int, int]) -> None:
     store = await quick_store(
         tmp_path, None, tables={"gateway": {"rate_limit_per_minute": 0, "embedded_worker": False}}
     )
@@ -136,9 +140,20 @@ async def test_no_5xx_and_no_schema_violation(tmp_path: Path) -> None:
         for operation in operations:
             if operation.definition.raw.get("operationId") in EXCLUDED:
                 continue
-            calls += fuzz_operation(operation, gateway.base, headers, ids, 8, findings)
+            calls += fuzz_operation(operation, gateway.base, headers, ids, examples, findings)
         alive = httpx.get(f"{gateway.base}/health", timeout=10).status_code
     report = "\n".join(f"{label}: {finding}" for label, found in sorted(findings.items()) for finding in sorted(found))
     print(f"{len(operations)} operations, {calls} requests, {time.monotonic() - started:.0f} s")
     assert alive == 200
     assert not findings, f"{sum(map(len, findings.values()))} finding(s):\n{report}"
+
+
+async def test_no_5xx_and_no_schema_violation(tmp_path: Path) -> None:
+    """5 valid requests per operation (and 5 more with real ids), 3 invalid ones: ~600 requests.
+    (Generating invalid requests is the slow part: Schemathesis filters for them.)"""
+    await fuzz(tmp_path, (5, 3))
+
+
+@pytest.mark.heavy
+async def test_no_5xx_and_no_schema_violation_thorough(tmp_path: Path) -> None:
+    await fuzz(tmp_path, (40, 20))

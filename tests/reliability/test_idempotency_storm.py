@@ -28,7 +28,9 @@ async def storm(client: httpx.AsyncClient, url: str, headers: dict[str, str], bo
     return list(await asyncio.gather(*(client.post(url, content=body, headers=headers) for _ in range(STORM))))
 
 
-def check_storm(responses: list[httpx.Response], after: httpx.Response) -> dict[str, object]:
+def check_storm(
+    responses: list[httpx.Response], after: httpx.Response, *, require_overlap: bool = True
+) -> dict[str, object]:
     """The storm's answers are one order's 201 (once original, then replays) or 409 in flight."""
     created = [r for r in responses if r.status_code == 201]
     in_flight = [r for r in responses if r.status_code == 409]
@@ -37,7 +39,8 @@ def check_storm(responses: list[httpx.Response], after: httpx.Response) -> dict[
     assert {problem_type(r) for r in in_flight} <= {"idempotency-in-flight"}, {r.text for r in in_flight}
     assert all(r.headers.get("retry-after") == "1" for r in in_flight)
     assert created, "no 201 at all"
-    assert in_flight, "the storm never overlapped (no 409 in flight): the test proved nothing"
+    if require_overlap:
+        assert in_flight, "the storm never overlapped (no 409 in flight): the test proved nothing"
     assert len({r.content for r in created}) == 1, "different bodies for one Idempotency-Key"
     originals = [r for r in created if r.headers.get("idempotent-replayed") != "true"]
     assert len(originals) == 1, f"{len(originals)} requests ran the checkout"
@@ -45,6 +48,7 @@ def check_storm(responses: list[httpx.Response], after: httpx.Response) -> dict[
     assert after.status_code == 201, after.text
     assert after.content == created[0].content and after.headers["idempotent-replayed"] == "true"
     order: dict[str, object] = json.loads(after.content)
+    order["_overlapped"] = bool(in_flight)
     return order
 
 
@@ -78,18 +82,27 @@ async def test_idempotency_storm_served(tmp_path: Path, db_url: str, backend: st
         async with httpx.AsyncClient(base_url=gateway.base, timeout=60, limits=limits) as client:
             await channel_keys(client, store, ["kiosk"])
             before = (await stock_of(client, store, "CROISSANT"))["store-downtown"]["on_hand"]
-            r = await client.post("/v1/carts", headers=store.h("kiosk"))
-            cart_id = r.json()["id"]
-            r = await client.post(
-                f"/v1/carts/{cart_id}/lines", json={"sku": "CROISSANT", "quantity": 3}, headers=store.h("kiosk")
-            )
-            assert r.status_code == 200, r.text
-            headers = store.h("kiosk", **{"Idempotency-Key": idem_key(), "Content-Type": "application/json"})
-            body = b'{"email": "served-storm@example.com"}'
-            url = f"/v1/carts/{cart_id}/checkout"
-            responses = await storm(client, url, headers, body)
-            order = check_storm(responses, await client.post(url, content=body, headers=headers))
+            orders: list[dict[str, object]] = []
+            # A served storm on a loaded machine may serialise by chance: each storm is checked in
+            # full, and up to three run until one of them did overlap (else the test proved nothing).
+            for attempt in range(3):
+                r = await client.post("/v1/carts", headers=store.h("kiosk"))
+                cart_id = r.json()["id"]
+                r = await client.post(
+                    f"/v1/carts/{cart_id}/lines", json={"sku": "CROISSANT", "quantity": 3}, headers=store.h("kiosk")
+                )
+                assert r.status_code == 200, r.text
+                headers = store.h("kiosk", **{"Idempotency-Key": idem_key(), "Content-Type": "application/json"})
+                body = f'{{"email": "served-storm-{attempt}@example.com"}}'.encode()
+                url = f"/v1/carts/{cart_id}/checkout"
+                responses = await storm(client, url, headers, body)
+                orders.append(
+                    check_storm(responses, await client.post(url, content=body, headers=headers), require_overlap=False)
+                )
+                if orders[-1]["_overlapped"]:
+                    break
             listed = await client.get("/v1/admin/orders", params={"limit": 100}, headers=store.h())
             after = (await stock_of(client, store, "CROISSANT"))["store-downtown"]["on_hand"]
-    assert [o["id"] for o in listed.json()["items"]] == [order["id"]]  # the only order in the store
-    assert before - after == 3  # the kiosk sells from its own store first: taken once
+    assert any(o["_overlapped"] for o in orders), "no storm overlapped (no 409 in flight): the test proved nothing"
+    assert sorted(o["id"] for o in listed.json()["items"]) == sorted(str(o["id"]) for o in orders)  # one each
+    assert before - after == 3 * len(orders)  # the kiosk sells from its own store first: taken once per storm

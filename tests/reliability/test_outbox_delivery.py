@@ -317,7 +317,6 @@ async def deliver_through_a_crash(tmp_path: Path, receiver: Receiver, count: int
                 await worker.kill()
             finally:
                 await worker.stop()
-            killed_at = time.monotonic()
             before_kill = len(receiver.delivered())
             assert before_kill < len(expected), "the worker finished before it was killed"
             assert await leased(kernel), "the kill left nothing leased: it did not happen mid-batch"
@@ -328,6 +327,8 @@ async def deliver_through_a_crash(tmp_path: Path, receiver: Receiver, count: int
     later = await opened(store, ahead=timedelta(minutes=2))
     try:
         stop = asyncio.Event()
+        await asyncio.sleep(0.2)  # requests the dead worker had fully sent are recorded by now
+        finisher_started = time.monotonic()
         loops = [
             asyncio.create_task(OutboxWorker(later, name="finisher").run(stop)),
             asyncio.create_task(WebhookDeliverer(later, name="finisher").run(stop)),
@@ -358,14 +359,15 @@ async def deliver_through_a_crash(tmp_path: Path, receiver: Receiver, count: int
     retried_once_or_more = 0
     for event_id, hits in receiver.hits.items():
         row = by_id[event_id]
-        after_kill = sum(h.at > killed_at for h in hits)
+        by_finisher = sum(h.at > finisher_started for h in hits)
         # The finisher recorded every attempt it made; the killed worker at most all of its own.
-        assert after_kill <= row["attempts"] <= len(hits), (event_id, row, hits)
+        assert by_finisher <= row["attempts"] <= len(hits), (event_id, row, hits)
         assert row["delivered_at"] and row["next_attempt_at"] is None and row["last_status_code"] == 204
         if receiver.failures(event_id):
             retried_once_or_more += row["attempts"] > 1
     failing_events = sum(1 for i in expected if receiver.failures(i))
-    # A failed attempt is retried: attempts > 1, except for the killed worker's unsettled batch.
+    # A failed attempt is retried: attempts > 1, except in the killed worker's unsettled batch
+    # (a deliverer claims at most 4 x its concurrency of 10 at a time).
     assert retried_once_or_more >= failing_events - 40, (retried_once_or_more, failing_events)
     print(
         f"{len(expected)} events, {requests} requests ({failed} failed), {before_kill} delivered before the kill, "
@@ -425,7 +427,7 @@ async def test_retries_back_off_with_jitter_and_stop_at_the_limits(tmp_path: Pat
     assert {(r["status"], r["attempts"], r["last_status_code"]) for r in log} == {("failed", attempts, 500)}
     assert all(r["delivered_at"] is None and r["last_error"].startswith("HTTP 500") for r in log)
     # The wait before retry k is uniform in [0, base * 2**k] (full jitter), plus the polling.
-    slack = 0.5
+    slack = 1.0  # polling, and a loaded machine
     for k in range(1, attempts):
         waits = [hits[k].at - hits[k - 1].at for hits in receiver.hits.values()]
         ceiling = base * 2**k
@@ -438,7 +440,7 @@ async def test_retries_back_off_with_jitter_and_stop_at_the_limits(tmp_path: Pat
 
 
 async def test_retries_stop_at_the_horizon(tmp_path: Path, receiver: Receiver) -> None:
-    horizon = 2.0  # seconds
+    horizon = 3.0  # seconds
     worker_settings = {
         "poll_seconds": 0.02,
         "batch_size": 500,
@@ -478,4 +480,4 @@ async def test_retries_stop_at_the_horizon(tmp_path: Path, receiver: Receiver) -
     assert all(r["status"] == "failed" and 2 <= r["attempts"] < 50 for r in log), log
     assert all(len(receiver.hits[r["event_id"]]) == r["attempts"] for r in log)
     last_request = max(h.at for hits in receiver.hits.values() for h in hits)
-    assert last_request - made < horizon + 1.5, "requests went on past the horizon"
+    assert last_request - made < horizon + 2.0, "requests went on past the horizon"

@@ -21,7 +21,10 @@ def error_for(data: dict[str, object]) -> ConfigError:
 def test_starter_config_enables_all_five_builtin_channels() -> None:
     import tomllib
 
-    config = parse_config(tomllib.loads(STARTER_TOML), installed())
+    from omniretail.host import collect_payment_providers
+
+    providers = {n: s.settings for n, (s, _) in collect_payment_providers(create_plugin_manager()).items()}
+    config = parse_config(tomllib.loads(STARTER_TOML), installed(), payment_settings=providers)
     assert sorted(config.channels) == ["kiosk", "marketplace", "social", "voice", "webshop"]
     assert config.channel_locations("marketplace") == ("wh-central",)
     assert config.location("store-downtown").preparation_minutes == 10  # type: ignore[union-attr]
