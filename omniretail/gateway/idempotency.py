@@ -250,6 +250,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
 
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": []}
 
+        held: list[Message] = []
+
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
@@ -260,7 +262,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
                 ]
             elif message["type"] == "http.response.body":
                 captured["body"].append(message.get("body", b""))
-            await send(message)
+            # Held back until the answer is stored: a client never sees a result the server could
+            # not replay after a crash.
+            held.append(message)
 
         try:
             await next_app(scope, receive, capture)
@@ -275,3 +279,5 @@ class IdempotencyMiddleware(ASGIMiddleware):
             await self.store.reopen(owner, key)
         else:
             await self.store.complete(owner, key, captured["status"], captured["headers"], b"".join(captured["body"]))
+        for message in held:
+            await send(message)

@@ -64,7 +64,8 @@ class Template:
     folder: Path | None = None
 
     @classmethod
-    def copy_to(cls, folder: Path) -> str:
+    def fresh(cls) -> tuple[Path, str]:
+        """A new folder (inside the template's, removed with it) holding a copy of the store."""
         if cls.path is None:
             cls.folder = Path(tempfile.mkdtemp(prefix="omni-stateful-"))
             cls.path = cls.folder / "template.db"
@@ -83,9 +84,9 @@ class Template:
                         await kernel.catalog.create(msgspec.convert(draft, ProductDraft))
 
             asyncio.run(build())
-        target = folder / "store.db"
-        shutil.copyfile(cls.path, target)
-        return f"sqlite:///{target}"
+        folder = Path(tempfile.mkdtemp(prefix="run-", dir=cls.folder))
+        shutil.copyfile(cls.path, folder / "store.db")
+        return folder, f"sqlite:///{folder / 'store.db'}"
 
     @classmethod
     def remove(cls) -> None:
@@ -130,11 +131,9 @@ class StockMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.runner = asyncio.Runner()
-        self.folder = Path(tempfile.mkdtemp(prefix="omni-machine-"))
+        self.folder, url = Template.fresh()
         self.clock = FakeClock(START)
-        self.kernel = Kernel.from_config(
-            config(Template.copy_to(self.folder)), entry_points=False, base_dir=str(self.folder), clock=self.clock
-        )
+        self.kernel = Kernel.from_config(config(url), entry_points=False, base_dir=str(self.folder), clock=self.clock)
         self.run(self.kernel.start())
         self.on_hand: dict[tuple[str, str], int] = defaultdict(int)
         self.received: dict[str, int] = defaultdict(int)
