@@ -5,7 +5,8 @@ On PostgreSQL two `omniretail serve` processes share the database; on SQLite one
 default run races 400 attempts for 40 units (PostgreSQL) and 200 for 20 (SQLite); the ``heavy``
 variant runs the full 1,000 attempts for 100 units on both.
 The assertions fail on any oversell (more orders than units, stock below zero, units not
-conserved) and on a vacuous run (no concurrency, one process or one channel doing all the sales).
+conserved) and on a vacuous run (no concurrency, a process or channel not racing, one process or
+one channel doing all the sales).
 """
 
 from __future__ import annotations
@@ -96,9 +97,13 @@ async def race(tmp_path: Path, db_url: str, backend: str, attempts: int, units: 
     assert sorted(found["order_ids"]) == sorted(o.order_id for o in placed if o.order_id)
     assert found["sold"] == units and found["on_hand"] == 0 and found["min_on_hand"] >= 0
     assert sorted(found["orders"].values()) == sorted(o.cart_id for o in placed)
-    # Not vacuous: the race was concurrent, every channel sold, and every process sold.
+    # Not vacuous: the race was concurrent, every channel raced on every process, sales went to
+    # several channels and to every process. (Which channels win the few units is chance: with 20
+    # units from 200 attempts one channel sells nothing about once in a hundred runs, so "every
+    # channel sold" would be a flaky check; "more than one channel sold" fails only on a real bias.)
     assert gauge.peak == CONCURRENCY
-    assert {o.channel for o in placed} == set(CHANNELS)
+    assert {(o.channel, o.base) for o in outcomes} == {(c, b) for c in CHANNELS for b in bases}
+    assert len({o.channel for o in placed}) >= 2
     assert {o.base for o in placed} == set(bases)
 
 
