@@ -69,33 +69,33 @@ class CatalogController(Controller):
         snapshot = await kernel.catalog.snapshot()
         tier = customer.tier if customer else None
         key = (snapshot.revision, kernel.db.generation, principal.channel, tier, limit, cursor, brand, category, q)
-        cache = _page_cache(request)
-        cached = cache.get(key)
-        if cached is not None:
-            return json_with_etag(request, None, encoded=cached)  # type: ignore[return-value]
-        after = decode_cursor(cursor)
-        items: list[Product] = []
-        index = snapshot.index_after(after)
-        needle = q.lower() if q else None
-        while index < len(snapshot.products) and len(items) < limit + 1:
-            p = snapshot.products[index]
-            index += 1
-            if (brand and p.brand != brand) or (category and p.category != category):
-                continue
-            if needle and needle not in p.title.lower():
-                continue
-            items.append(p)
-        more = len(items) > limit
-        items = items[:limit]
-        skus = [v.sku for p in items for v in p.variants]
-        available = await kernel.inventory.available(skus, channel_locations(kernel, principal))
-        currency = kernel.config.store.currency
-        low = kernel.config.inventory.low_stock_threshold
-        page = Page(
-            items=[product_out(p, currency, tier, available, low) for p in items],
-            next_cursor=encode_cursor(items[-1].id) if more and items else None,
-        )
-        return json_with_etag(request, page, encoded=cache.put(key, page))  # type: ignore[return-value]
+
+        async def build() -> Page[ProductOut]:
+            after = decode_cursor(cursor)
+            items: list[Product] = []
+            index = snapshot.index_after(after)
+            needle = q.lower() if q else None
+            while index < len(snapshot.products) and len(items) < limit + 1:
+                p = snapshot.products[index]
+                index += 1
+                if (brand and p.brand != brand) or (category and p.category != category):
+                    continue
+                if needle and needle not in p.title.lower():
+                    continue
+                items.append(p)
+            more = len(items) > limit
+            items = items[:limit]
+            skus = [v.sku for p in items for v in p.variants]
+            available = await kernel.inventory.available(skus, channel_locations(kernel, principal))
+            currency = kernel.config.store.currency
+            low = kernel.config.inventory.low_stock_threshold
+            return Page(
+                items=[product_out(p, currency, tier, available, low) for p in items],
+                next_cursor=encode_cursor(items[-1].id) if more and items else None,
+            )
+
+        encoded = await _page_cache(request).get_or_build(key, build)
+        return json_with_etag(request, None, encoded=encoded)  # type: ignore[return-value]
 
     @get(
         "/products/{product_ref:str}",

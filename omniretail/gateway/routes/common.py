@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -69,12 +72,17 @@ def channel_locations(kernel: Kernel, principal: Principal) -> tuple[str, ...]:
 class PageCache:
     """Rendered catalog pages for a second. The key holds the catalog revision and this
     process's write generation, so any write here invalidates at once; other processes' stock
-    changes show within ``ttl`` seconds (checkout always checks stock for real)."""
+    changes show within ``ttl`` seconds (checkout always checks stock for real).
+
+    Single flight: when many requests miss the same page at once (the page expired, or a write
+    moved the generation), one of them builds it and the others wait for that answer instead of
+    each querying stock and encoding the page again."""
 
     def __init__(self, ttl: float = 1.0, size: int = 2048) -> None:
         self.ttl = ttl
         self.size = size
         self.pages: dict[Any, tuple[float, bytes, str]] = {}
+        self._building: dict[Any, asyncio.Future[tuple[bytes, str]]] = {}
 
     def get(self, key: Any) -> tuple[bytes, str] | None:
         hit = self.pages.get(key)
@@ -89,6 +97,31 @@ class PageCache:
             self.pages.clear()
         self.pages[key] = (time.monotonic() + self.ttl, body, etag)
         return body, etag
+
+    async def get_or_build(self, key: Any, build: Callable[[], Awaitable[Any]]) -> tuple[bytes, str]:
+        """The cached page for ``key``, or ``await build()`` encoded and cached, built once however
+        many callers ask at the same time. A failed build fails only its own caller; the others
+        then build for themselves."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        pending = self._building.get(key)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                return await asyncio.shield(pending)
+            return self.put(key, await build())
+        future: asyncio.Future[tuple[bytes, str]] = asyncio.get_running_loop().create_future()
+        self._building[key] = future
+        try:
+            encoded = self.put(key, await build())
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("page build cancelled"))
+            future.exception()  # retrieved here: waiters may be none
+            raise
+        finally:
+            self._building.pop(key, None)
+        future.set_result(encoded)
+        return encoded
 
 
 def json_with_etag(
