@@ -29,7 +29,10 @@ async def _publish_job(kernel: Kernel, payload: dict[str, Any]) -> dict[str, Any
     from omniretail.publishing import Publisher
 
     publisher = Publisher(kernel)
-    runs = [await publisher.publish(name, trigger="api") for name in publisher.channels(payload.get("channel"))]
+    full = bool(payload.get("full", False))
+    runs = [
+        await publisher.publish(name, trigger="api", full=full) for name in publisher.channels(payload.get("channel"))
+    ]
     return {"runs": [run.id for run in runs]}
 
 

@@ -311,9 +311,14 @@ def catalog_import(ctx: click.Context, file: Path) -> None:
 
 @catalog.command("publish")
 @click.option("--channel", default=None, help="Only this channel (default: every enabled channel).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Look at every product, not only what changed since the channel's last run.",
+)
 @click.pass_context
 @handles_config_errors
-def catalog_publish(ctx: click.Context, channel: str | None) -> None:
+def catalog_publish(ctx: click.Context, channel: str | None, full: bool) -> None:
     """Publish the catalog to the enabled channels: only what changed is rendered again."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -344,7 +349,7 @@ def catalog_publish(ctx: click.Context, channel: str | None) -> None:
                     def progress(done: int, total: int, _task: Any = task) -> None:
                         bar.update(_task, completed=done, total=total)
 
-                    runs.append(await publisher.publish(name, trigger="cli", progress=progress))
+                    runs.append(await publisher.publish(name, trigger="cli", progress=progress, full=full))
             return runs
 
     try:
@@ -354,6 +359,7 @@ def catalog_publish(ctx: click.Context, channel: str | None) -> None:
     table = Table(title="Publication")
     for col in (
         "channel",
+        "mode",
         "products",
         "rendered",
         "created",
@@ -368,6 +374,7 @@ def catalog_publish(ctx: click.Context, channel: str | None) -> None:
     for r in runs:
         table.add_row(
             r.channel,
+            r.mode or "",
             str(r.total),
             str(r.rendered),
             str(r.created),

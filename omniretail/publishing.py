@@ -7,6 +7,11 @@ the rest: deciding what to render, hashing, batching, recording and retrying.
   stock at the channel's locations, or the channel's settings (``input_hash``).
 * A rendering counts as a change only when its bytes differ (``content_hash``): only changes are
   recorded in the history and served as new.
+* A run is incremental when the channel's last finished run left its marks (catalog revision,
+  wall-clock stock mark, settings hash) and the settings are unchanged: it looks only at products
+  changed since that revision, products whose stock moved since that mark, and products that
+  failed; a 1 % change of a large catalog costs about 1 % of a full run. ``full=True`` (``omniretail
+  catalog publish --full``) looks at every product, as the first run does.
 * A product no longer active (archived, removed) that was published is withdrawn.
 * ``InvalidValue`` from a plugin rejects the product with that reason (e.g. a marketplace
   listing without GTIN or brand); any other exception is retried, then recorded as failed and
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -27,12 +34,17 @@ from omniretail.domain.catalog import Product
 from omniretail.domain.errors import InvalidValue, NotFound
 from omniretail.domain.ids import new_id
 from omniretail.kernel import Kernel
-from omniretail.storage.publications import Current, PublicationStore, RunRecord
+from omniretail.services.catalog import CatalogSnapshot
+from omniretail.storage.publications import Current, PublicationStore, RunRecord, Watermark
 
 log = logging.getLogger("omniretail.publishing")
 
 BATCH = 1000
 RENDER_ATTEMPTS = 3
+#: Stock changes are found by a wall-clock mark taken when the previous run started. A change
+#: stamped before that mark but committed after the run read stock (a transaction in flight, or
+#: another host's clock running behind) is still found if it is less than this much older.
+STOCK_MARK_MARGIN_US = 60_000_000
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 Progress = Callable[[int, int], None]
@@ -76,26 +88,48 @@ class Publisher:
         )
         return hashlib.blake2b(raw, digest_size=16).digest()
 
-    async def publish(self, channel: str, *, trigger: str = "cli", progress: Progress | None = None) -> RunRecord:
-        """Publish the active catalog to one channel; returns the run's record."""
+    async def publish(
+        self, channel: str, *, trigger: str = "cli", progress: Progress | None = None, full: bool = False
+    ) -> RunRecord:
+        """Publish the active catalog to one channel; returns the run's record.
+
+        Incremental when the channel's last finished run left its marks and the channel's
+        settings are the same: only products changed since that run's catalog revision, products
+        whose stock moved since its stock mark (less :data:`STOCK_MARK_MARGIN_US`), and products
+        that failed last time are looked at. Otherwise, or with ``full=True``, every product is.
+        Either way a product is rendered again only if its input hash moved."""
         kernel = self.kernel
         ctx = kernel.channels[channel]
         render = kernel.channel_hook(channel, "render_listing")
         run_id = new_id("run")
-        await self.store.start_run(run_id, channel, trigger, kernel.clock())
+        started_at = kernel.clock()
+        # Taken before anything is read: a change committed from here on is newer than the mark.
+        stock_mark_us = time.time_ns() // 1000
+        await self.store.start_run(run_id, channel, trigger, started_at)
         counts = dict.fromkeys(
             ("total", "rendered", "unchanged", "created", "updated", "rejected", "withdrawn", "failed"), 0
         )
+        salt = self._settings_hash(channel)
+        mode = "full"
         try:
             snapshot = await kernel.catalog.snapshot()
-            stock = await kernel.inventory.available_everywhere(ctx.locations)
-            existing = await self.store.current(channel)
-            salt = self._settings_hash(channel)
-            total = len(snapshot.products)
+            previous = None if full else await self.store.watermark(channel)
+            if previous is not None and previous.settings_hash == salt.hex():
+                mode = "incremental"
+                candidates = await self._changed_since(channel, previous, snapshot)
+                products = [snapshot.by_id[pid] for pid in candidates if pid in snapshot.by_id]
+                existing = await self.store.current(channel, candidates)
+                stock = await self._stock([v.sku for p in products for v in p.variants], ctx.locations)
+            else:
+                candidates = None
+                products = snapshot.products
+                existing = await self.store.current(channel)
+                stock = await kernel.inventory.available_everywhere(ctx.locations)
+            total = len(products)
             counts["total"] = total
             rows: list[dict[str, Any]] = []
             entries: list[dict[str, Any]] = []
-            for index, product in enumerate(snapshot.products, start=1):
+            for index, product in enumerate(products, start=1):
                 self._publish_one(
                     run_id, channel, product, stock, existing.get(product.id), salt, render, rows, entries, counts
                 )
@@ -120,14 +154,39 @@ class Publisher:
             await self.store.write_batch(rows, entries)
             if progress is not None and total == 0:
                 progress(0, 0)
-            await self.store.finish_run(run_id, counts, now)
+            await self.store.finish_run(
+                run_id, counts, now, mode=mode, marks=(snapshot.revision, stock_mark_us, salt.hex())
+            )
         except Exception as exc:
             log.exception("publishing to %s failed", channel)
-            await self.store.finish_run(run_id, counts, kernel.clock(), error=repr(exc))
+            await self.store.finish_run(run_id, counts, kernel.clock(), error=repr(exc), mode=mode)
             raise
         run = await self.store.run(run_id)
         assert run is not None
         return run
+
+    async def _changed_since(self, channel: str, previous: Watermark, snapshot: CatalogSnapshot) -> list[str]:
+        """Products that may render differently than at the ``previous`` run, by id."""
+        kernel = self.kernel
+        ids = set(await kernel.catalog.changed_ids(previous.catalog_revision))
+        margin = STOCK_MARK_MARGIN_US
+        moved = await kernel.inventory.moved_since(
+            kernel.channels[channel].locations,
+            previous.stock_mark_us - margin,
+            previous.started_at - timedelta(microseconds=margin),
+        )
+        for sku in moved:
+            hit = snapshot.by_sku.get(sku)
+            if hit is not None:
+                ids.add(hit[0].id)
+        ids.update(await self.store.product_ids(channel, "failed"))
+        return sorted(ids)
+
+    async def _stock(self, skus: list[str], locations: tuple[str, ...]) -> dict[str, int]:
+        stock: dict[str, int] = {}
+        for start in range(0, len(skus), 1000):
+            stock.update(await self.kernel.inventory.available(skus[start : start + 1000], locations))
+        return stock
 
     def _publish_one(
         self,

@@ -71,6 +71,15 @@ class CatalogSnapshot:
         self.by_sku: dict[str, tuple[Product, Variant]] = {v.sku: (p, v) for p in self.products for v in p.variants}
         self._ids = [p.id for p in self.products]
 
+    def patched(self, revision: int, changed: Sequence[Product]) -> CatalogSnapshot:
+        """A new snapshot at ``revision``: this one with ``changed`` products replaced (archived
+        ones dropped, new ones added)."""
+        replaced = {p.id for p in changed}
+        kept = [p for p in self.products if p.id not in replaced]
+        added = [p for p in changed if p.status == ProductStatus.ACTIVE]
+        merged = sorted([*kept, *added], key=lambda p: p.id) if added else kept
+        return CatalogSnapshot(revision, merged)
+
     def index_after(self, product_id: str | None) -> int:
         import bisect
 
@@ -104,11 +113,21 @@ class CatalogService:
                 return snap
             async with self.uow.read() as tx:
                 revision = await tx.products.catalog_revision()
-                if snap is None or snap.revision != revision:
+                if snap is None:
                     snap = CatalogSnapshot(revision, await tx.products.all(ProductStatus.ACTIVE.value))
+                elif snap.revision != revision:
+                    # Patch the read model with what changed since its revision, not a full reload
+                    # (a 1 % change of a 100,000-product catalog reads 1,000 rows).
+                    changed = await tx.products.changed_since(snap.revision)
+                    snap = snap.patched(revision, changed)
             self._snapshot = snap
             self._checked_at = time.monotonic()
             return snap
+
+    async def changed_ids(self, since_revision: int) -> list[str]:
+        """Ids of products written (created, changed, archived) after a catalog revision."""
+        async with self.uow.read() as tx:
+            return await tx.products.ids_changed_since(since_revision)
 
     def invalidate(self) -> None:
         self._checked_at = 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from omniretail.domain.errors import InvalidValue, NotFound, OutOfStock
 from omniretail.domain.events import StockAdjusted
@@ -36,6 +36,12 @@ class InventoryService:
         for level in await self.levels(skus, location_ids):
             totals[level.sku] += level.available
         return totals
+
+    async def moved_since(self, location_ids: Sequence[str], mark_us: int, expired_after: datetime) -> set[str]:
+        """SKUs whose free units at these locations may have moved since a wall-clock mark
+        (microseconds) and since ``expired_after`` for lapsed holds (incremental publishing)."""
+        async with self.uow.read() as tx:
+            return await tx.stock.moved_since(location_ids, mark_us, expired_after, self.clock())
 
     async def available_everywhere(self, location_ids: Sequence[str]) -> dict[str, int]:
         """Free units of every stocked SKU at these locations (for feeds and publication)."""

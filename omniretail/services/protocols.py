@@ -54,6 +54,13 @@ class ProductRepository(Protocol):
         """Bump and return the catalog revision (serialises catalog writers)."""
 
     async def catalog_revision(self) -> int: ...
+    async def changed_since(self, catalog_revision: int) -> list[Product]:
+        """Products (any status) written after ``catalog_revision``, by id."""
+        ...
+
+    async def ids_changed_since(self, catalog_revision: int) -> list[str]:
+        """Ids of the products written after ``catalog_revision``."""
+        ...
 
 
 class StockRepository(Protocol):
@@ -65,6 +72,13 @@ class StockRepository(Protocol):
 
     async def available_by_sku(self, location_ids: Sequence[str], now: datetime) -> dict[str, int]:
         """Free units of every SKU stocked at these locations (expired holds not counted)."""
+
+    async def moved_since(
+        self, location_ids: Sequence[str], mark_us: int, expired_after: datetime, now: datetime
+    ) -> set[str]:
+        """SKUs whose free units at these locations may have moved: a stock row changed at or
+        after the wall-clock mark ``mark_us`` (microseconds), or a hold lapsed in
+        ``(expired_after, now]`` without being swept yet."""
 
     async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
         """Change on-hand by ``delta`` (creating the row); None if that would go below what is

@@ -1,9 +1,10 @@
 """The database handle: an async SQLAlchemy engine with the write discipline the stock rules need.
 
-* SQLite (the embedded default): WAL, a busy timeout, foreign keys, and every write transaction
-  begins ``IMMEDIATE`` so two writers never both read then both write. Writers in one process also
-  queue on an asyncio lock, so they wait in the event loop rather than spinning on SQLITE_BUSY;
-  writers in other processes are serialised by SQLite's own lock and the busy timeout.
+* SQLite (the embedded default): WAL, foreign keys, and every write transaction begins
+  ``IMMEDIATE`` so two writers never both read then both write. Statements run on the event
+  loop's thread (``sqlite_inline``: no helper-thread round trips). Writers in one process queue on
+  an asyncio lock; writers in other processes are serialised by SQLite's lock, waited for with
+  asyncio sleeps for up to 30 s (the busy timeout).
 * PostgreSQL: READ COMMITTED; correctness comes from conditional UPDATEs, never from
   ``SELECT ... FOR UPDATE``.
 """
@@ -19,6 +20,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from omniretail.storage.sqlite_inline import inline_creator
 
 _WRITE = "omniretail_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -51,7 +54,15 @@ class Database:
         self.dialect = make_url(url).get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            # Statements run on the loop's thread; a busy database is waited for with asyncio
+            # sleeps, never by blocking the loop (see sqlite_inline).
+            parsed = make_url(url)
+            database = parsed.database or ":memory:"
+            kwargs["async_creator"] = inline_creator(
+                database,
+                uri=database.startswith("file:") or bool(parsed.query.get("uri")),
+                busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -93,7 +104,7 @@ def _install_sqlite_discipline(engine: AsyncEngine) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA busy_timeout = 0")  # waiting is the connection's job (sqlite_inline)
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")

@@ -46,11 +46,22 @@ class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
 
 
+class Watermark(msgspec.Struct, frozen=True):
+    """What a finished run saw: the next run renders only what moved since."""
+
+    run_id: str
+    catalog_revision: int
+    stock_mark_us: int
+    settings_hash: str
+    started_at: datetime
+
+
 class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     channel: str
     status: str
     trigger: str
+    mode: str | None
     total: int
     rendered: int
     unchanged: int
@@ -64,6 +75,8 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
 
 
+_CHUNK = 500
+
 _RUN_COUNTS = ("total", "rendered", "unchanged", "created", "updated", "rejected", "withdrawn", "failed")
 
 
@@ -71,15 +84,43 @@ class PublicationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def current(self, channel: str) -> dict[str, Current]:
+    async def current(self, channel: str, product_ids: Sequence[str] | None = None) -> dict[str, Current]:
+        """The current record per product of a channel: all of them, or those of ``product_ids``."""
+        p = t.publications
+        columns = (p.c.product_id, p.c.status, p.c.input_hash, p.c.content_hash, p.c.reason)
+        found: dict[str, Current] = {}
+        async with self.db.read() as conn:
+            if product_ids is None:
+                rows = await conn.execute(select(*columns).where(p.c.channel == channel))
+                return {pid: Current(status, ih, ch, reason) for pid, status, ih, ch, reason in rows}
+            ids = list(product_ids)
+            for start in range(0, len(ids), _CHUNK):
+                rows = await conn.execute(
+                    select(*columns).where(p.c.channel == channel, p.c.product_id.in_(ids[start : start + _CHUNK]))
+                )
+                found.update((pid, Current(status, ih, ch, reason)) for pid, status, ih, ch, reason in rows)
+        return found
+
+    async def product_ids(self, channel: str, status: str) -> list[str]:
         p = t.publications
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(p.c.product_id, p.c.status, p.c.input_hash, p.c.content_hash, p.c.reason).where(
-                    p.c.channel == channel
+            return list(await conn.scalars(select(p.c.product_id).where(p.c.channel == channel, p.c.status == status)))
+
+    async def watermark(self, channel: str) -> Watermark | None:
+        """The marks of the channel's latest finished run, if it recorded them."""
+        r = t.publication_runs
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(r.c.id, r.c.catalog_revision, r.c.stock_mark_us, r.c.settings_hash, r.c.started_at)
+                    .where(r.c.channel == channel, r.c.status == "done")
+                    .order_by(r.c.started_at.desc(), r.c.id.desc())
+                    .limit(1)
                 )
-            )
-            return {pid: Current(status, ih, ch, reason) for pid, status, ih, ch, reason in rows}
+            ).first()
+        if row is None or row.catalog_revision is None or row.stock_mark_us is None or row.settings_hash is None:
+            return None
+        return Watermark(row.id, row.catalog_revision, row.stock_mark_us, row.settings_hash, row.started_at)
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], log: Sequence[dict[str, Any]]) -> None:
         """Upsert publication rows and append their log entries, in one transaction."""
@@ -111,7 +152,19 @@ class PublicationStore:
                 )
             )
 
-    async def finish_run(self, run_id: str, counts: dict[str, int], now: datetime, error: str | None = None) -> None:
+    async def finish_run(
+        self,
+        run_id: str,
+        counts: dict[str, int],
+        now: datetime,
+        error: str | None = None,
+        *,
+        mode: str | None = None,
+        marks: tuple[int, int, str] | None = None,
+    ) -> None:
+        """Close a run with its counts; a successful one records ``marks`` (catalog revision,
+        stock mark, settings hash) for the next incremental run."""
+        catalog_revision, stock_mark_us, settings_hash = marks if marks and not error else (None, None, None)
         async with self.db.write() as conn:
             await conn.execute(
                 update(t.publication_runs)
@@ -120,6 +173,10 @@ class PublicationStore:
                     status="failed" if error else "done",
                     finished_at=now,
                     error=error,
+                    mode=mode,
+                    catalog_revision=catalog_revision,
+                    stock_mark_us=stock_mark_us,
+                    settings_hash=settings_hash,
                     **{k: counts.get(k, 0) for k in _RUN_COUNTS},
                 )
             )
@@ -208,4 +265,5 @@ class PublicationStore:
 
 
 def _run(row: Any) -> RunRecord:
-    return RunRecord(**row._asdict())
+    data = row._asdict()
+    return RunRecord(**{name: data[name] for name in RunRecord.__struct_fields__})

@@ -6,6 +6,7 @@ happened; none reads a value, changes it in Python and writes it back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -154,6 +155,22 @@ class SqlProducts:
         value = await self.conn.scalar(select(t.catalog_state.c.revision).where(t.catalog_state.c.id == 1))
         return int(value or 0)
 
+    async def changed_since(self, catalog_revision: int) -> list[Product]:
+        p = t.products
+        stmt = select(p.c.doc).where(p.c.catalog_revision > catalog_revision).order_by(p.c.id)
+        return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
+
+    async def ids_changed_since(self, catalog_revision: int) -> list[str]:
+        p = t.products
+        stmt = select(p.c.id).where(p.c.catalog_revision > catalog_revision).order_by(p.c.id)
+        return list(await self.conn.scalars(stmt))
+
+
+def _now_us() -> int:
+    """Wall-clock microseconds for ``stock_levels.changed_us`` (not the kernel clock: the mark
+    orders real commits, and incremental publishing compares it with its own wall-clock mark)."""
+    return time.time_ns() // 1000
+
 
 class SqlStock:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -225,6 +242,26 @@ class SqlStock:
             totals[sku] = totals.get(sku, 0) + int(n)
         return totals
 
+    async def moved_since(
+        self, location_ids: Sequence[str], mark_us: int, expired_after: datetime, now: datetime
+    ) -> set[str]:
+        sl, r = t.stock_levels, t.reservations
+        locations = list(location_ids)
+        changed = await self.conn.scalars(
+            select(sl.c.sku).where(sl.c.changed_us >= mark_us, sl.c.location_id.in_(locations)).distinct()
+        )
+        lapsed = await self.conn.scalars(
+            select(r.c.sku)
+            .where(
+                r.c.status == ReservationStatus.ACTIVE.value,
+                r.c.expires_at > expired_after,
+                r.c.expires_at <= now,
+                r.c.location_id.in_(locations),
+            )
+            .distinct()
+        )
+        return {*changed, *lapsed}
+
     async def adjust(self, sku: str, location_id: str, delta: int) -> StockLevel | None:
         sl = t.stock_levels
         result = await self.conn.execute(
@@ -235,7 +272,7 @@ class SqlStock:
                 sl.c.on_hand + delta >= sl.c.reserved,
                 sl.c.on_hand + delta >= 0,
             )
-            .values(on_hand=sl.c.on_hand + delta)
+            .values(on_hand=sl.c.on_hand + delta, changed_us=_now_us())
             .returning(sl.c.on_hand, sl.c.reserved)
         )
         row = result.first()
@@ -248,7 +285,9 @@ class SqlStock:
             try:
                 async with self.conn.begin_nested():
                     await self.conn.execute(
-                        insert(sl).values(sku=sku, location_id=location_id, on_hand=delta, reserved=0)
+                        insert(sl).values(
+                            sku=sku, location_id=location_id, on_hand=delta, reserved=0, changed_us=_now_us()
+                        )
                     )
             except IntegrityError:  # created concurrently: apply the delta to that row
                 return await self.adjust(sku, location_id, delta)
@@ -260,7 +299,7 @@ class SqlStock:
         result = await self.conn.execute(
             update(sl)
             .where(sl.c.sku == sku, sl.c.location_id == location_id, sl.c.on_hand - sl.c.reserved >= quantity)
-            .values(on_hand=sl.c.on_hand - quantity)
+            .values(on_hand=sl.c.on_hand - quantity, changed_us=_now_us())
         )
         return result.rowcount == 1
 
@@ -277,7 +316,7 @@ class SqlStock:
                 sl.c.location_id == reservation.location_id,
                 sl.c.on_hand - sl.c.reserved >= reservation.quantity,
             )
-            .values(reserved=sl.c.reserved + reservation.quantity)
+            .values(reserved=sl.c.reserved + reservation.quantity, changed_us=_now_us())
         )
         if result.rowcount != 1:
             return False
@@ -309,7 +348,7 @@ class SqlStock:
             return False
         sku, location_id, quantity = row
         sl = t.stock_levels
-        values: dict[str, Any] = {"reserved": sl.c.reserved - quantity}
+        values: dict[str, Any] = {"reserved": sl.c.reserved - quantity, "changed_us": _now_us()}
         if sold:
             values["on_hand"] = sl.c.on_hand - quantity
         await self.conn.execute(update(sl).where(sl.c.sku == sku, sl.c.location_id == location_id).values(**values))
@@ -340,7 +379,9 @@ class SqlStock:
         sl = t.stock_levels
         for (s, loc), q in totals.items():
             await self.conn.execute(
-                update(sl).where(sl.c.sku == s, sl.c.location_id == loc).values(reserved=sl.c.reserved - q)
+                update(sl)
+                .where(sl.c.sku == s, sl.c.location_id == loc)
+                .values(reserved=sl.c.reserved - q, changed_us=_now_us())
             )
         return sum(totals.values())
 

@@ -127,6 +127,8 @@ stock_levels = Table(
     Column("on_hand", Integer, nullable=False),
     # Sum of ACTIVE reservations; expired ones are swept by the same conditional statements.
     Column("reserved", Integer, nullable=False, default=0),
+    # Wall-clock microseconds of the last change: incremental publishing finds moved stock by it.
+    Column("changed_us", BigInteger, nullable=False, default=0, server_default="0", index=True),
     CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
     CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="reserved_within_on_hand"),
 )
@@ -408,6 +410,11 @@ publication_runs = Table(
     Column("error", Text),
     ts("started_at", nullable=False),
     ts("finished_at"),
+    # What the run saw, so the next one renders only what moved since: full | incremental.
+    Column("mode", String(12)),
+    Column("catalog_revision", BigInteger),
+    Column("stock_mark_us", BigInteger),
+    Column("settings_hash", String(32)),
     Index("ix_publication_runs_channel", "channel", "started_at"),
 )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from sqlalchemy import select
 
 from omniretail import hookimpl
 from omniretail.channel import ChannelContext, ChannelSpec, RegisterChannel
@@ -74,15 +75,19 @@ async def test_republish_renders_only_what_changed(probe: Any) -> None:
     await publisher.publish("probe")
     plugin.rendered.clear()
     again = await publisher.publish("probe")
-    assert (again.rendered, again.unchanged, again.created, again.updated) == (0, 6, 0, 0)
+    # Incremental: nothing changed since the first run, so nothing is even looked at.
+    assert (again.mode, again.total, again.rendered, again.created, again.updated) == ("incremental", 0, 0, 0, 0)
     assert plugin.rendered == []
+    # A full run looks at every product and still renders none (their input hashes held).
+    forced = await publisher.publish("probe", full=True)
+    assert (forced.mode, forced.total, forced.rendered, forced.unchanged) == ("full", 6, 0, 6)
     # One product edited, another's stock moved: only those two render; only they are logged.
     p1 = (await kernel.catalog.snapshot()).by_handle["p-1"]
     await kernel.catalog.update(p1.id, draft("P-1", price=1500, brand="Acme"))
     await kernel.inventory.adjust("P-3", "wh", 7)
     third = await publisher.publish("probe")
     assert sorted(plugin.rendered) == ["p-1", "p-3"]
-    assert (third.rendered, third.updated, third.unchanged) == (2, 2, 4)
+    assert (third.mode, third.total, third.rendered, third.updated, third.unchanged) == ("incremental", 2, 2, 2, 0)
     history = await PublicationStore(kernel.db).history(channel="probe", run_id=third.id)
     assert sorted((h.action, h.product_id) for h in history) == sorted(
         [("updated", p1.id), ("updated", (await kernel.catalog.snapshot()).by_handle["p-3"].id)]
@@ -102,7 +107,7 @@ async def test_a_new_revision_with_identical_listing_bytes_is_not_a_change(probe
     plugin.rendered.clear()
     run = await publisher.publish("probe")
     assert plugin.rendered == ["p-2"]  # its inputs moved, so it was rendered...
-    assert (run.rendered, run.updated, run.unchanged) == (1, 0, 6)  # ...but the probe's listing is the same
+    assert (run.rendered, run.updated, run.unchanged) == (1, 0, 1)  # ...but the probe's listing is the same
     assert await PublicationStore(kernel.db).history(channel="probe", run_id=run.id) == []
 
 
@@ -130,6 +135,55 @@ async def test_transient_failures_are_retried_then_recorded(probe: Any) -> None:
     plugin.flaky = {}
     retry = await Publisher(kernel).publish("probe")
     assert (retry.rendered, retry.created, retry.failed) == (1, 1, 0)
+
+
+async def test_incremental_runs_see_lapsed_holds_and_late_commits(probe: Any, clock: FakeClock) -> None:
+    """Stock moves without a catalog change: a hold that lapses (no write at all), and a change
+    stamped just before the previous run's mark but committed after it read stock."""
+    from sqlalchemy import update
+
+    from omniretail.storage import tables as t
+
+    kernel, plugin = probe
+    publisher = Publisher(kernel)
+    await kernel.inventory.adjust("P-1", "wh", 10)
+    await kernel.inventory.adjust("P-3", "wh", 1)
+    await kernel.inventory.reserve("P-1", "wh", 4, reference="test-hold", minutes=15)
+    first = await publisher.publish("probe")
+    p1 = (await kernel.catalog.snapshot()).by_handle["p-1"]
+    record = await PublicationStore(kernel.db).record("probe", p1.id)
+    assert record is not None and msgspec.json.decode(record.content or b"")["stock"] == {"P-1": 6}
+    # The hold lapses: no row changes, yet the next incremental run picks P-1 up.
+    clock.advance(minutes=16)
+    plugin.rendered.clear()
+    lapsed = await publisher.publish("probe")
+    assert (lapsed.mode, plugin.rendered) == ("incremental", ["p-1"])
+    record = await PublicationStore(kernel.db).record("probe", p1.id)
+    assert record is not None and msgspec.json.decode(record.content or b"")["stock"] == {"P-1": 10}
+    # A write stamped 5 s before the last run's mark (in flight while that run read stock).
+    async with kernel.db.read() as conn:
+        mark = await conn.scalar(select(t.publication_runs.c.stock_mark_us).where(t.publication_runs.c.id == lapsed.id))
+    assert mark is not None and first.id != lapsed.id
+    async with kernel.db.write() as conn:
+        await conn.execute(
+            update(t.stock_levels)
+            .where(t.stock_levels.c.sku == "P-3", t.stock_levels.c.location_id == "wh")
+            .values(on_hand=t.stock_levels.c.on_hand + 2, changed_us=mark - 5_000_000)
+        )
+    plugin.rendered.clear()
+    late = await publisher.publish("probe")
+    assert plugin.rendered == ["p-3"] and late.updated == 1
+
+
+async def test_changed_channel_settings_make_a_full_run(probe: Any) -> None:
+    kernel, plugin = probe
+    publisher = Publisher(kernel)
+    await publisher.publish("probe")
+    assert (await publisher.publish("probe")).mode == "incremental"
+    kernel.channels["probe"].locations = ("wh", "store-a")
+    plugin.rendered.clear()
+    run = await publisher.publish("probe")
+    assert (run.mode, run.total, run.rendered) == ("full", 6, 6)  # the stock it sells from changed
 
 
 async def test_unknown_channel_is_named(probe: Any) -> None:

@@ -25,6 +25,8 @@ Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..1
 class PublishBody(Request, frozen=True, kw_only=True, forbid_unknown_fields=True):
     #: One channel, or every enabled channel when omitted.
     channel: str | None = None
+    #: Look at every product, not only what changed since each channel's last run.
+    full: bool = False
 
 
 class JobOut(msgspec.Struct, frozen=True):
@@ -68,7 +70,8 @@ class PublicationsController(Controller):
         channel = data.channel if data else None
         if channel is not None and channel not in kernel.channels:
             raise NotFound(f"no enabled channel {channel!r}", field="channel")
-        job = await JobQueue(kernel.db).enqueue("publish", {"channel": channel}, kernel.clock())
+        payload = {"channel": channel, "full": bool(data and data.full)}
+        job = await JobQueue(kernel.db).enqueue("publish", payload, kernel.clock())
         return JobOut(job.id, job.kind, job.status, job.attempts, job.created_at, None, None, None)
 
     @get("/jobs/{job_id:str}", operation_id="adminGetJob", responses=errors(), summary="A background job")
