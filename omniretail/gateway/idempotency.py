@@ -36,13 +36,13 @@ from litestar import Request
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
 
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.problems import NOT_FINAL, ApiError
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database
+from omniretail.storage.repositories import insert_or_ignore
 
 HEADER = b"idempotency-key"
 IN_FLIGHT_LEASE = 30.0
@@ -72,23 +72,21 @@ class IdempotencyStore:
     ) -> tuple[str, Any]:
         """("new", None) | ("takeover", None) | ("replay", (status, headers, body))."""
         ik = t.idempotency_keys
+        fresh = {
+            "owner": owner,
+            "key": key,
+            "fingerprint": fingerprint,
+            "status": "in_flight",
+            "created_at": now,
+            "expires_at": now + retention,
+        }
         async with self.db.write() as conn:
-            await conn.execute(delete(ik).where(ik.c.owner == owner, ik.c.key == key, ik.c.expires_at <= now))
-            try:
-                async with conn.begin_nested():
-                    await conn.execute(
-                        insert(ik).values(
-                            owner=owner,
-                            key=key,
-                            fingerprint=fingerprint,
-                            status="in_flight",
-                            created_at=now,
-                            expires_at=now + retention,
-                        )
-                    )
+            if (await conn.execute(insert_or_ignore(conn, ik), fresh)).rowcount == 1:
                 return "new", None
-            except IntegrityError:
-                pass
+            # The key is known: an expired record is forgotten and this is a new request.
+            expired = await conn.execute(delete(ik).where(ik.c.owner == owner, ik.c.key == key, ik.c.expires_at <= now))
+            if expired.rowcount and (await conn.execute(insert_or_ignore(conn, ik), fresh)).rowcount == 1:
+                return "new", None
             row = (await conn.execute(select(ik).where(ik.c.owner == owner, ik.c.key == key))).first()
             if row is None:  # removed in between: treat as new next time
                 raise ApiError(409, "idempotency-in-flight", "a request with this Idempotency-Key is in progress")

@@ -21,7 +21,7 @@ from omniretail.domain.events import (
     Event,
 )
 from omniretail.domain.ids import new_id, new_short_code, normalize_code
-from omniretail.services.catalog import CatalogService
+from omniretail.services.catalog import CatalogService, CatalogSnapshot
 from omniretail.services.clock import Clock
 from omniretail.services.pricing import OfferSource, PricedCart, price_cart
 from omniretail.services.protocols import Transaction, UnitOfWork
@@ -88,13 +88,16 @@ class CartService:
         return cart
 
     async def _mutate(
-        self, cart_id: str, change: Callable[[Cart, Transaction], Awaitable[tuple[Cart, list[Event]]]]
+        self,
+        cart_id: str,
+        change: Callable[[Cart, Transaction], Awaitable[tuple[Cart, list[Event]]]],
+        visible: Callable[[Cart], bool] | None = None,
     ) -> Cart:
         """Apply ``change`` with optimistic concurrency: re-read and retry if the cart moved."""
         for _ in range(_RETRIES):
             async with self.uow.write() as tx:
                 cart = await tx.carts.get(cart_id)
-                if cart is None:
+                if cart is None or (visible is not None and not visible(cart)):
                     raise NotFound(f"no cart {cart_id!r}", field="cart_id")
                 cart.require_open()
                 updated, events = await change(cart, tx)
@@ -123,16 +126,6 @@ class CartService:
         )
         return msgspec.structs.replace(cart, channels=(*cart.channels, channel)), [event]
 
-    async def _check_sku(self, sku: str, currency: str) -> Product:
-        snapshot = await self.catalog.snapshot()
-        found = snapshot.by_sku.get(sku)
-        if found is None or found[0].status is not ProductStatus.ACTIVE:
-            raise NotFound(f"SKU {sku!r} is not for sale", field="sku")
-        product, variant = found
-        if variant.price_for(currency) is None:
-            raise InvalidValue(f"SKU {sku!r} has no price in {currency}", field="sku")
-        return product
-
     async def set_quantity(
         self,
         cart_id: str,
@@ -142,13 +135,15 @@ class CartService:
         channel: str,
         actor: str = "customer",
         add: bool = False,
+        visible: Callable[[Cart], bool] | None = None,
     ) -> Cart:
-        """Set (or with ``add``, increase) a line's quantity; 0 removes the line."""
-        cart = await self.get(cart_id)
-        if quantity or add:
-            await self._check_sku(sku, cart.currency)
+        """Set (or with ``add``, increase) a line's quantity; 0 removes the line. A cart for which
+        ``visible`` is false is not found (read once, inside the write)."""
+        snapshot = await self.catalog.snapshot()
 
         async def change(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
+            if quantity or add:
+                _check_sku_in(snapshot, sku, cart.currency)
             target = cart.quantity_of(sku) + quantity if add else quantity
             if not add and quantity == 0 and cart.quantity_of(sku) == 0:
                 raise NotFound(f"the cart has no line for {sku!r}", field="sku")
@@ -168,7 +163,7 @@ class CartService:
             )
             return cart2, events
 
-        return await self._mutate(cart_id, change)
+        return await self._mutate(cart_id, change, visible)
 
     async def set_coupon(self, cart_id: str, coupon: str | None, *, channel: str) -> Cart:
         async def change(cart: Cart, tx: Transaction) -> tuple[Cart, list[Event]]:
@@ -306,3 +301,13 @@ class CartService:
         snapshot = await self.catalog.snapshot()
         products = {sku: snapshot.by_sku[sku][0] for sku in {x.sku for x in cart.lines} if sku in snapshot.by_sku}
         return price_cart(cart, products, customer, self.offers, strict=False)
+
+
+def _check_sku_in(snapshot: CatalogSnapshot, sku: str, currency: str) -> Product:
+    found = snapshot.by_sku.get(sku)
+    if found is None or found[0].status is not ProductStatus.ACTIVE:
+        raise NotFound(f"SKU {sku!r} is not for sale", field="sku")
+    product, variant = found
+    if variant.price_for(currency) is None:
+        raise InvalidValue(f"SKU {sku!r} has no price in {currency}", field="sku")
+    return product

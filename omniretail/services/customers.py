@@ -69,10 +69,12 @@ class CustomerService:
     ) -> str:
         now = self.clock()
         owner: str | None = None
+        absent: set[Identity] = set()  # looked up in this transaction and linked to nobody
         for identity in identities:
             owner = await tx.customers.find(identity)
             if owner:
                 break
+            absent.add(identity)
         if owner is None:
             owner = new_id("cus")
             await tx.customers.insert(Customer(id=owner, name=name, created_at=now))
@@ -86,7 +88,9 @@ class CustomerService:
             if name and current is not None and not current.name:
                 await tx.customers.set_name(owner, name)
         for identity in identities:
-            if await tx.customers.find(identity) is None and await tx.customers.link(identity, owner, channel, now):
+            if identity not in absent and await tx.customers.find(identity) is not None:
+                continue
+            if await tx.customers.link(identity, owner, channel, now):
                 await tx.events.record(
                     IdentityLinked(
                         id=new_id("evt"),

@@ -55,6 +55,9 @@ class CheckoutRequest(msgspec.Struct, frozen=True, kw_only=True):
     phone: str | None = None
     #: The signed-in customer placing the order, if any (must own the cart).
     customer_id: str | None = None
+    #: Also without ``customer_id``: a cart that belongs to a customer is not found (a gateway
+    #: caller that is not the back office). Off for channels checking out on a customer's behalf.
+    caller_must_own: bool = False
     #: Stock locations to sell from, in order; default: the channel's configured locations.
     locations: tuple[str, ...] | None = None
     #: For pickup: may lines the store lacks come from another location (endless aisle)?
@@ -205,7 +208,9 @@ class OrderService:
         """The open cart, the customer ordering (resolved from the contact for a guest) and the
         cart priced now, by the server."""
         cart = await tx.carts.get(request.cart_id)
-        if cart is None or (request.customer_id and cart.customer_id not in (None, request.customer_id)):
+        if cart is None or (
+            (request.customer_id or request.caller_must_own) and cart.customer_id not in (None, request.customer_id)
+        ):
             raise NotFound(f"no cart {request.cart_id!r}", field="cart_id")
         cart.require_open()
         if not cart.lines:
@@ -280,7 +285,7 @@ class OrderService:
         # A guest cart stays a guest cart (its id is all the guest holds); its events join
         # the customer's timeline below.
         closed = msgspec.structs.replace(cart, status=CartStatus.CHECKED_OUT, version=cart.version + 1, updated_at=now)
-        if not await tx.carts.update(closed, cart.version):
+        if not await tx.carts.update(closed, cart.version, lines=False):
             raise Conflict("the cart changed during checkout; try again", field="cart_id")
         assert order.customer_id is not None
         await tx.events.adopt_cart(cart.id, order.customer_id)

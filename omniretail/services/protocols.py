@@ -105,8 +105,9 @@ class StockRepository(Protocol):
 class CartRepository(Protocol):
     async def get(self, cart_id: str) -> Cart | None: ...
     async def insert(self, cart: Cart) -> None: ...
-    async def update(self, cart: Cart, expected_version: int) -> bool:
-        """Write the cart if nobody changed it since ``expected_version`` (optimistic)."""
+    async def update(self, cart: Cart, expected_version: int, *, lines: bool = True) -> bool:
+        """Write the cart if nobody changed it since ``expected_version`` (optimistic);
+        ``lines=False`` when only the cart's own fields changed (its lines are kept)."""
 
     async def open_for_customer(self, customer_id: str) -> Cart | None: ...
     async def create_handoff(self, code: str, cart_id: str, channel: str, now: datetime, expires_at: datetime) -> bool:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,6 +37,13 @@ _str_dict = msgspec.json.Decoder(dict[str, str])
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING``: a duplicate leaves rowcount 0 instead of raising
+    (one statement, where a savepoint around a plain insert costs three)."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -402,19 +409,34 @@ class SqlStock:
         ]
 
 
+# Hot statements built once: SQLAlchemy memoizes a statement object's cache key, so executing a
+# prebuilt statement with parameters skips construction and key generation on every call.
+_SELECT_CART = select(t.carts).where(t.carts.c.id == bindparam("cart_id"))
+_SELECT_CART_LINES = (
+    select(t.cart_lines.c.sku, t.cart_lines.c.quantity)
+    .where(t.cart_lines.c.cart_id == bindparam("cart_id"))
+    .order_by(t.cart_lines.c.position)
+)
+_DELETE_CART_LINES = delete(t.cart_lines).where(t.cart_lines.c.cart_id == bindparam("cart_id"))
+_INSERT_CART_LINES = insert(t.cart_lines)
+_UPDATE_CART = (
+    update(t.carts)
+    .where(t.carts.c.id == bindparam("cart_id"), t.carts.c.version == bindparam("expected_version"))
+    .values({c.name: bindparam(f"new_{c.name}") for c in t.carts.c if c.name != "id"})
+)
+_INSERT_EVENT = insert(t.events).returning(t.events.c.seq)
+_INSERT_OUTBOX = insert(t.outbox)
+
+
 class SqlCarts:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
     async def get(self, cart_id: str) -> Cart | None:
-        row = (await self.conn.execute(select(t.carts).where(t.carts.c.id == cart_id))).first()
+        row = (await self.conn.execute(_SELECT_CART, {"cart_id": cart_id})).first()
         if row is None:
             return None
-        lines = await self.conn.execute(
-            select(t.cart_lines.c.sku, t.cart_lines.c.quantity)
-            .where(t.cart_lines.c.cart_id == cart_id)
-            .order_by(t.cart_lines.c.position)
-        )
+        lines = await self.conn.execute(_SELECT_CART_LINES, {"cart_id": cart_id})
         return Cart(
             id=row.id,
             currency=row.currency,
@@ -444,11 +466,12 @@ class SqlCarts:
             "version": cart.version,
         }
 
-    async def _write_lines(self, cart: Cart) -> None:
-        await self.conn.execute(delete(t.cart_lines).where(t.cart_lines.c.cart_id == cart.id))
+    async def _write_lines(self, cart: Cart, *, new: bool = False) -> None:
+        if not new:
+            await self.conn.execute(_DELETE_CART_LINES, {"cart_id": cart.id})
         if cart.lines:
             await self.conn.execute(
-                insert(t.cart_lines),
+                _INSERT_CART_LINES,
                 [
                     {"cart_id": cart.id, "position": i, "sku": line.sku, "quantity": line.quantity}
                     for i, line in enumerate(cart.lines)
@@ -456,18 +479,18 @@ class SqlCarts:
             )
 
     async def insert(self, cart: Cart) -> None:
-        await self.conn.execute(insert(t.carts).values(id=cart.id, **self._row(cart)))
-        await self._write_lines(cart)
+        await self.conn.execute(insert(t.carts), {"id": cart.id, **self._row(cart)})
+        await self._write_lines(cart, new=True)
 
-    async def update(self, cart: Cart, expected_version: int) -> bool:
+    async def update(self, cart: Cart, expected_version: int, *, lines: bool = True) -> bool:
+        values = {f"new_{k}": v for k, v in self._row(cart).items()}
         result = await self.conn.execute(
-            update(t.carts)
-            .where(t.carts.c.id == cart.id, t.carts.c.version == expected_version)
-            .values(**self._row(cart))
+            _UPDATE_CART, {"cart_id": cart.id, "expected_version": expected_version, **values}
         )
         if result.rowcount != 1:
             return False
-        await self._write_lines(cart)
+        if lines:
+            await self._write_lines(cart)
         return True
 
     async def open_for_customer(self, customer_id: str) -> Cart | None:
@@ -584,32 +607,31 @@ class SqlOrders:
         return await self._one(t.orders.c.channel == channel, t.orders.c.external_ref == external_ref)
 
     async def insert(self, order: Order) -> bool:
-        try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(
-                    insert(t.orders).values(
-                        id=order.id,
-                        number=order.number,
-                        channel=order.channel,
-                        external_ref=order.external_ref,
-                        customer_id=order.customer_id,
-                        status=order.status.value,
-                        fulfilment=order.fulfilment.value,
-                        pickup_location_id=order.pickup_location_id,
-                        ready_by=order.ready_by,
-                        currency=order.currency,
-                        subtotal=order.subtotal,
-                        discount=order.discount,
-                        total=order.total,
-                        email=order.email,
-                        phone=order.phone,
-                        cart_id=order.cart_id,
-                        attribution=_json.encode(order.attribution).decode(),
-                        created_at=order.created_at,
-                        updated_at=order.updated_at,
-                    )
-                )
-        except IntegrityError:
+        result = await self.conn.execute(
+            insert_or_ignore(self.conn, t.orders),
+            {
+                "id": order.id,
+                "number": order.number,
+                "channel": order.channel,
+                "external_ref": order.external_ref,
+                "customer_id": order.customer_id,
+                "status": order.status.value,
+                "fulfilment": order.fulfilment.value,
+                "pickup_location_id": order.pickup_location_id,
+                "ready_by": order.ready_by,
+                "currency": order.currency,
+                "subtotal": order.subtotal,
+                "discount": order.discount,
+                "total": order.total,
+                "email": order.email,
+                "phone": order.phone,
+                "cart_id": order.cart_id,
+                "attribution": _json.encode(order.attribution).decode(),
+                "created_at": order.created_at,
+                "updated_at": order.updated_at,
+            },
+        )
+        if result.rowcount != 1:  # this cart or external reference has its order already
             return False
         await self.conn.execute(
             insert(t.order_lines),
@@ -726,24 +748,20 @@ class SqlCustomers:
         )
 
     async def link(self, identity: Identity, customer_id: str, channel: str, now: datetime) -> bool:
-        owner = await self.find(identity)
-        if owner is not None:
-            return owner == customer_id
-        try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(
-                    insert(t.identities).values(
-                        kind=identity.kind.value,
-                        namespace=identity.namespace,
-                        value=identity.value,
-                        customer_id=customer_id,
-                        linked_at=now,
-                        channel=channel,
-                    )
-                )
-        except IntegrityError:
-            return await self.find(identity) == customer_id
-        return True
+        result = await self.conn.execute(
+            insert_or_ignore(self.conn, t.identities),
+            {
+                "kind": identity.kind.value,
+                "namespace": identity.namespace,
+                "value": identity.value,
+                "customer_id": customer_id,
+                "linked_at": now,
+                "channel": channel,
+            },
+        )
+        if result.rowcount == 1:
+            return True
+        return await self.find(identity) == customer_id  # already linked: to this customer?
 
     async def _merge_wallet(self, source_id: str, target_id: str) -> None:
         """Fold the source's stored value, points and spend into the target's wallet, with a
@@ -820,23 +838,22 @@ class SqlEventLog:
     async def record(self, event: Event) -> int:
         subject = event.subject
         result = await self.conn.execute(
-            insert(t.events)
-            .values(
-                id=event.id,
-                type=event.type,
-                occurred_at=event.occurred_at,
-                channel=event.channel,
-                actor=event.actor,
-                customer_id=event.customer_id,
-                order_id=subject.get("order_id"),
-                cart_id=subject.get("cart_id"),
-                payload=encode_event(event),
-            )
-            .returning(t.events.c.seq)
+            _INSERT_EVENT,
+            {
+                "id": event.id,
+                "type": event.type,
+                "occurred_at": event.occurred_at,
+                "channel": event.channel,
+                "actor": event.actor,
+                "customer_id": event.customer_id,
+                "order_id": subject.get("order_id"),
+                "cart_id": subject.get("cart_id"),
+                "payload": encode_event(event),
+            },
         )
         seq = int(result.scalar_one())
         await self.conn.execute(
-            insert(t.outbox).values(event_seq=seq, status="pending", attempts=0, available_at=event.occurred_at)
+            _INSERT_OUTBOX, {"event_seq": seq, "status": "pending", "attempts": 0, "available_at": event.occurred_at}
         )
         return seq
 

@@ -4,6 +4,7 @@ customer is visible to that customer only; anyone else gets 404."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post, put
@@ -32,9 +33,19 @@ from omniretail.kernel import Kernel
 from omniretail.services.orders import CheckoutRequest, PaymentChoice
 
 
+def can_see(principal: Principal) -> Callable[[Cart], bool]:
+    """A customer's cart is theirs alone (and the back office's); a guest cart is whoever's
+    holds its id."""
+
+    def visible(cart: Cart) -> bool:
+        return not cart.customer_id or cart.customer_id == principal.customer_id or principal.is_admin
+
+    return visible
+
+
 async def visible_cart(kernel: Kernel, cart_id: str, principal: Principal) -> Cart:
     cart = await kernel.carts.get(cart_id)
-    if cart.customer_id and cart.customer_id != principal.customer_id and not principal.is_admin:
+    if not can_see(principal)(cart):
         raise NotFound(f"no cart {cart_id!r}", field="cart_id")
     return cart
 
@@ -95,8 +106,9 @@ class CartController(Controller):
         data: JSONBody[LineAdd],
     ) -> CartOut:
         principal = caller(request)
-        await visible_cart(kernel, cart_id, principal)
-        cart = await kernel.carts.set_quantity(cart_id, data.sku, data.quantity, channel=principal.channel, add=True)
+        cart = await kernel.carts.set_quantity(
+            cart_id, data.sku, data.quantity, channel=principal.channel, add=True, visible=can_see(principal)
+        )
         return await render(kernel, cart)
 
     @put(
@@ -114,8 +126,9 @@ class CartController(Controller):
         data: JSONBody[LineSet],
     ) -> CartOut:
         principal = caller(request)
-        await visible_cart(kernel, cart_id, principal)
-        cart = await kernel.carts.set_quantity(cart_id, sku, data.quantity, channel=principal.channel)
+        cart = await kernel.carts.set_quantity(
+            cart_id, sku, data.quantity, channel=principal.channel, visible=can_see(principal)
+        )
         return await render(kernel, cart)
 
     @delete(
@@ -227,12 +240,12 @@ class CartController(Controller):
         data: JSONBody[CheckoutBody],
     ) -> OrderOut:
         principal = caller(request)
-        cart = await visible_cart(kernel, cart_id, principal)
         key = request.headers.get("idempotency-key")
         try:
             order = await kernel.orders.checkout(
                 CheckoutRequest(
-                    cart_id=cart.id,
+                    cart_id=cart_id,
+                    caller_must_own=not principal.is_admin,
                     channel=principal.channel,
                     fulfilment=data.fulfilment,
                     pickup_location_id=data.pickup_location_id,
@@ -249,7 +262,7 @@ class CartController(Controller):
         except CartClosed:
             # A retry taking over a key whose first attempt died after committing: finish it.
             if request.scope.get("state", {}).get("idempotency_takeover"):
-                existing = await kernel.orders.by_cart(cart.id)
+                existing = await kernel.orders.by_cart(cart_id)
                 if existing is not None:
                     return order_out(existing)
             raise
