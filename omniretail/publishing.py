@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -117,7 +117,7 @@ class Publisher:
             if previous is not None and previous.settings_hash == salt.hex():
                 mode = "incremental"
                 candidates = await self._changed_since(channel, previous, snapshot)
-                products = [snapshot.by_id[pid] for pid in candidates if pid in snapshot.by_id]
+                products: Sequence[Product] = [snapshot.by_id[pid] for pid in candidates if pid in snapshot.by_id]
                 existing = await self.store.current(channel, candidates)
                 stock = await self._stock([v.sku for p in products for v in p.variants], ctx.locations)
             else:

@@ -34,9 +34,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +49,9 @@ from omniretail.services.clock import Clock, system_clock
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database
 from omniretail.worker import backoff_delay
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("omniretail.webhooks")
 
@@ -324,8 +326,11 @@ class WebhookDeliverer:
         self.rng = rng
         self.signing_clock = signing_clock
         self._client = client
+        self._owns_client = False  # run() keeps one client open once there is something to send
 
     def _new_client(self) -> httpx.AsyncClient:
+        import httpx  # here, not at import: a process with no webhook to send never loads it
+
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout_seconds),
             follow_redirects=False,
@@ -347,6 +352,8 @@ class WebhookDeliverer:
         return min(now + timedelta(seconds=delay), horizon)
 
     async def _post(self, client: httpx.AsyncClient, claimed: Claimed) -> Outcome:
+        import httpx
+
         assert claimed.url is not None and claimed.secret is not None
         body = envelope(claimed.event_type, claimed.occurred_at, claimed.payload)
         sent_at = self.signing_clock()
@@ -445,6 +452,8 @@ class WebhookDeliverer:
         batch = await self.store.claim(now, limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not batch:
             return 0
+        if self._client is None and self._owns_client:
+            self._client = self._new_client()  # made when there is something to send
         if self._client is not None:
             await self._send_all(self._client, batch)
         else:
@@ -477,8 +486,7 @@ class WebhookDeliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         owned = self._client is None
-        if owned:
-            self._client = self._new_client()
+        self._owns_client = owned
         try:
             while not stop.is_set():
                 try:
@@ -493,3 +501,4 @@ class WebhookDeliverer:
             if owned and self._client is not None:
                 await self._client.aclose()
                 self._client = None
+            self._owns_client = False

@@ -26,6 +26,9 @@ from omniretail.domain.events import ProductChanged
 from omniretail.domain.ids import new_id
 from omniretail.services.clock import Clock
 from omniretail.services.protocols import UnitOfWork
+from omniretail.services.read_model import CatalogSnapshot
+
+__all__ = ["CatalogService", "CatalogSnapshot", "ImportResult", "ProductDraft"]
 
 
 class ProductDraft(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -58,32 +61,6 @@ class ImportResult(msgspec.Struct, frozen=True, kw_only=True):
     updated: int = 0
     unchanged: int = 0
     errors: tuple[ImportError_, ...] = ()
-
-
-class CatalogSnapshot:
-    """The active catalog at one revision, in memory: what catalog reads and pricing use."""
-
-    def __init__(self, revision: int, products: Sequence[Product]) -> None:
-        self.revision = revision
-        self.products = list(products)  # sorted by id (ids sort by creation time)
-        self.by_id = {p.id: p for p in self.products}
-        self.by_handle = {p.handle: p for p in self.products}
-        self.by_sku: dict[str, tuple[Product, Variant]] = {v.sku: (p, v) for p in self.products for v in p.variants}
-        self._ids = [p.id for p in self.products]
-
-    def patched(self, revision: int, changed: Sequence[Product]) -> CatalogSnapshot:
-        """A new snapshot at ``revision``: this one with ``changed`` products replaced (archived
-        ones dropped, new ones added)."""
-        replaced = {p.id for p in changed}
-        kept = [p for p in self.products if p.id not in replaced]
-        added = [p for p in changed if p.status == ProductStatus.ACTIVE]
-        merged = sorted([*kept, *added], key=lambda p: p.id) if added else kept
-        return CatalogSnapshot(revision, merged)
-
-    def index_after(self, product_id: str | None) -> int:
-        import bisect
-
-        return 0 if not product_id else bisect.bisect_right(self._ids, product_id)
 
 
 _draft_decoder = msgspec.json.Decoder(list[ProductDraft])

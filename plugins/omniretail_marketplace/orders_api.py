@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import msgspec
 
 from omniretail import __version__
@@ -34,6 +33,9 @@ from omniretail.kernel import Kernel
 from omniretail_marketplace import amazon, intake
 from omniretail_marketplace.settings import Settings
 from omniretail_marketplace.signing import Deliveries
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("omniretail.marketplace")
 
@@ -66,6 +68,8 @@ class OrdersApi:
         headers = {"user-agent": f"omniretail/{__version__}", "accept": "application/json"}
         if settings.orders_api_token:
             headers["x-amz-access-token"] = str(settings.orders_api_token)
+        import httpx  # loaded when the Orders API is first polled, not by every process
+
         self.settings = settings
         self.client = httpx.AsyncClient(base_url=settings.orders_api_url.rstrip("/"), headers=headers, timeout=TIMEOUT)
 
@@ -76,6 +80,8 @@ class OrdersApi:
         await self.client.aclose()
 
     async def _get(self, path: str, params: dict[str, str], model: type[T]) -> T:
+        import httpx
+
         try:
             response = await self.client.get(path, params=params)
         except httpx.HTTPError as exc:
@@ -106,6 +112,8 @@ class OrdersApi:
 
     async def confirm_shipment(self, amazon_order_id: str, body: dict[str, Any]) -> None:
         path = f"/orders/v0/orders/{amazon_order_id}/shipmentConfirmation"
+        import httpx
+
         try:
             response = await self.client.post(path, content=msgspec.json.encode(body), headers=_JSON)
         except httpx.HTTPError as exc:

@@ -32,7 +32,6 @@ import logging
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 from litestar import Request, post
 from litestar.status_codes import HTTP_200_OK
@@ -102,6 +101,8 @@ class CardProvider:
     # -- the service ---------------------------------------------------------------------------------
 
     async def _post(self, path: str, body: dict[str, Any], key: str) -> tuple[int, dict[str, Any]]:
+        import httpx  # loaded by the first card payment, not by every process that registers cards
+
         headers = {"Idempotency-Key": key}
         if self.settings.api_key:
             headers["Authorization"] = f"Bearer {self.settings.api_key}"

@@ -27,7 +27,7 @@ from omniretail.config import ConfigError
 from omniretail.domain.catalog import Product
 from omniretail.gateway.keys import KeyStore
 from omniretail.gateway.problems import ApiError
-from omniretail_voice import envelope, model, verification
+from omniretail_voice import envelope, model
 from omniretail_voice.conversation import Turn
 from omniretail_voice.settings import Settings
 from omniretail_voice.skill import VoiceSkill
@@ -100,9 +100,13 @@ async def _slot_values(kernel: Kernel, source: str) -> list[model.SlotValue]:
     return [value for product in snapshot.products for value in model.slot_values(product)]
 
 
+#: Alexa's signature headers (``verification.CERT_HEADER``, ``SIGNATURE_HEADER``). The
+#: verification module (and the ``cryptography`` package, ~8 MB) is imported at the first request.
+_SIGNATURE_HEADERS = ("SignatureCertChainUrl", "Signature-256")
+
+
 def _headers(request: Request[Any, Any, Any]) -> dict[str, str]:
-    wanted = (verification.CERT_HEADER, verification.SIGNATURE_HEADER)
-    return {name: request.headers[name] for name in wanted if name in request.headers}
+    return {name: request.headers[name] for name in _SIGNATURE_HEADERS if name in request.headers}
 
 
 @hookimpl
@@ -116,7 +120,7 @@ def register_routes(register: Any, channel: ChannelContext) -> None:
             "/channels/%s/alexa; set it to your skill's id (amzn1.ask.skill...)",
             channel.name,
         )
-    verifier = verification.Verifier(clock=kernel.clock)
+    verifiers: list[Any] = []  # the one Verifier, made at the first request (it caches cert chains)
     own_keys = KeyStore(kernel.db)  # used only if the app does not share its own
 
     @get(
@@ -140,6 +144,11 @@ def register_routes(register: Any, channel: ChannelContext) -> None:
         summary="The Alexa skill endpoint: signed Alexa request envelopes in, SSML responses out",
     )
     async def alexa(request: Request[Any, Any, Any]) -> Response[bytes]:
+        from omniretail_voice import verification
+
+        if not verifiers:
+            verifiers.append(verification.Verifier(clock=kernel.clock))
+        verifier = verifiers[0]
         body = await request.body()
         try:
             if settings.verify_signatures:

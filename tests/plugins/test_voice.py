@@ -890,3 +890,9 @@ def test_spoken_words() -> None:
     assert speech.heard_order_number("7K3M-9QXD") == "7K3M-9QXD"
     assert speech.heard_order_number("seven kay") is None
     assert speech.esc("a & <b>") == "a &amp; &lt;b&gt;"
+
+
+def test_signature_headers_match_the_verifier() -> None:
+    from omniretail_voice import plugin, verification
+
+    assert plugin._SIGNATURE_HEADERS == (verification.CERT_HEADER, verification.SIGNATURE_HEADER)

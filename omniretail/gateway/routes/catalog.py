@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from omniretail.domain.catalog import Product
 from omniretail.domain.errors import NotFound
 from omniretail.domain.inventory import availability_for
 from omniretail.gateway.present import decode_cursor, encode_cursor, product_out
@@ -71,20 +70,9 @@ class CatalogController(Controller):
         key = (snapshot.revision, kernel.db.generation, principal.channel, tier, limit, cursor, brand, category, q)
 
         async def build() -> Page[ProductOut]:
-            after = decode_cursor(cursor)
-            items: list[Product] = []
-            index = snapshot.index_after(after)
-            needle = q.lower() if q else None
-            while index < len(snapshot.products) and len(items) < limit + 1:
-                p = snapshot.products[index]
-                index += 1
-                if (brand and p.brand != brand) or (category and p.category != category):
-                    continue
-                if needle and needle not in p.title.lower():
-                    continue
-                items.append(p)
-            more = len(items) > limit
-            items = items[:limit]
+            items, more = snapshot.page(
+                decode_cursor(cursor), limit, brand=brand, category=category, needle=q.lower() if q else None
+            )
             skus = [v.sku for p in items for v in p.variants]
             available = await kernel.inventory.available(skus, channel_locations(kernel, principal))
             currency = kernel.config.store.currency

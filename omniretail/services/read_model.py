@@ -1,0 +1,355 @@
+"""The catalog read model: the active catalog at one revision, in memory, compactly.
+
+A decoded :class:`Product` costs about 4 KB of Python objects, so 100,000 of them would cost
+400 MB in every gateway and worker process. Here products are kept encoded (msgpack) in blocks
+of :data:`BLOCK` consecutive products, each block zlib-compressed, and decoded on access; the
+most recently used blocks stay decoded (:data:`CACHED_BLOCKS`). What lookups and listings need
+without decoding is kept apart: the sorted ids, handle and SKU indexes (pointing at ids, so the
+id strings are shared), and each product's title, brand and category for the listing filters.
+About 0.5 KB per product in all.
+
+A snapshot is immutable: a catalog change makes a new one (:meth:`CatalogSnapshot.patched`),
+which re-encodes only the blocks the change touches and shares the others.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import overload
+
+import msgspec
+
+from omniretail.domain.catalog import Product, ProductStatus, Variant
+
+#: Products per compressed block: a miss decodes one block (~0.1 ms).
+BLOCK = 16
+#: Decoded blocks kept per snapshot (BLOCK * CACHED_BLOCKS products, about 4 KB each).
+CACHED_BLOCKS = 128
+
+_encoder = msgspec.msgpack.Encoder()
+_block_decoder = msgspec.msgpack.Decoder(list[Product])
+
+
+def _pack(products: Sequence[Product]) -> bytes:
+    return zlib.compress(_encoder.encode(list(products)), 1)
+
+
+def _unpack(block: bytes) -> list[Product]:
+    return _block_decoder.decode(zlib.decompress(block))
+
+
+class CatalogSnapshot:
+    """The active catalog at one revision: what catalog reads, carts and publishing use.
+
+    ``products`` (a sequence, by id), ``by_id``, ``by_handle`` and ``by_sku`` (mappings) read
+    like plain collections; products are decoded as they are reached."""
+
+    def __init__(self, revision: int, products: Iterable[Product]) -> None:
+        ordered = sorted(products, key=lambda p: p.id)
+        self.revision = revision
+        self._ids: list[str] = [p.id for p in ordered]
+        self._titles: list[str] = [p.title.lower() for p in ordered]
+        self._brands: list[str | None] = [_intern(p.brand) for p in ordered]
+        self._categories: list[str | None] = [_intern(p.category) for p in ordered]
+        self._blocks: list[bytes] = [_pack(ordered[i : i + BLOCK]) for i in range(0, len(ordered), BLOCK)]
+        self._block_starts: list[int] = list(range(0, len(ordered), BLOCK))
+        self._handles: dict[str, str] = {}
+        self._skus: dict[str, str] = {}
+        for product, pid in zip(ordered, self._ids, strict=True):
+            self._index(product, pid)
+        self._cache: OrderedDict[int, list[Product]] = OrderedDict()
+
+    def _index(self, product: Product, pid: str) -> None:
+        self._handles[product.handle] = pid
+        for variant in product.variants:
+            self._skus[variant.sku] = pid
+
+    # -- access ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def _block_of(self, index: int) -> int:
+        return bisect.bisect_right(self._block_starts, index) - 1
+
+    def _decoded(self, block_no: int) -> list[Product]:
+        hit = self._cache.get(block_no)
+        if hit is not None:
+            self._cache.move_to_end(block_no)
+            return hit
+        products = _unpack(self._blocks[block_no])
+        self._cache[block_no] = products
+        if len(self._cache) > CACHED_BLOCKS:
+            self._cache.popitem(last=False)
+        return products
+
+    def product_at(self, index: int) -> Product:
+        if not 0 <= index < len(self._ids):
+            raise IndexError(index)
+        block_no = self._block_of(index)
+        return self._decoded(block_no)[index - self._block_starts[block_no]]
+
+    def position(self, product_id: str) -> int | None:
+        i = bisect.bisect_left(self._ids, product_id)
+        return i if i < len(self._ids) and self._ids[i] == product_id else None
+
+    def iterate(self, start: int = 0) -> Iterator[Product]:
+        """Every product from ``start`` on, in id order; blocks decoded once, not cached (a
+        full scan does not evict what requests are using)."""
+        if start >= len(self._ids):
+            return
+        first = self._block_of(start)
+        for block_no in range(first, len(self._blocks)):
+            cached = self._cache.get(block_no)
+            products = cached if cached is not None else _unpack(self._blocks[block_no])
+            offset = start - self._block_starts[block_no] if block_no == first else 0
+            yield from products[offset:]
+
+    @property
+    def products(self) -> _Products:
+        return _Products(self)
+
+    @property
+    def by_id(self) -> _ById:
+        return _ById(self)
+
+    @property
+    def by_handle(self) -> _ByKey:
+        return _ByKey(self, self._handles)
+
+    @property
+    def by_sku(self) -> _BySku:
+        return _BySku(self)
+
+    def index_after(self, product_id: str | None) -> int:
+        return 0 if not product_id else bisect.bisect_right(self._ids, product_id)
+
+    def page(
+        self,
+        after: str | None,
+        limit: int,
+        *,
+        brand: str | None = None,
+        category: str | None = None,
+        needle: str | None = None,
+    ) -> tuple[list[Product], bool]:
+        """Up to ``limit`` products after the id ``after`` that match the filters (a title
+        containing ``needle``, lowercase), and whether there are more. Only matches are decoded."""
+        found: list[int] = []
+        index = self.index_after(after)
+        total = len(self._ids)
+        while index < total and len(found) <= limit:
+            if (
+                (brand is None or self._brands[index] == brand)
+                and (category is None or self._categories[index] == category)
+                and (needle is None or needle in self._titles[index])
+            ):
+                found.append(index)
+            index += 1
+        more = len(found) > limit
+        return [self.product_at(i) for i in found[:limit]], more
+
+    # -- change ---------------------------------------------------------------------------------
+
+    def patched(self, revision: int, changed: Sequence[Product]) -> CatalogSnapshot:
+        """A new snapshot at ``revision``: this one with ``changed`` products replaced (those no
+        longer active dropped, new ones added). Untouched blocks are shared, not re-encoded."""
+        new = object.__new__(CatalogSnapshot)
+        new.revision = revision
+        new._cache = OrderedDict()
+        replaced = {p.id: p for p in changed}
+        if not replaced:
+            new._ids, new._titles = self._ids, self._titles
+            new._brands, new._categories = self._brands, self._categories
+            new._blocks, new._block_starts = self._blocks, self._block_starts
+            new._handles, new._skus = self._handles, self._skus
+            return new
+        # Which blocks a change touches: those holding a changed id now, and those a new id
+        # would fall into (ids sort by creation, so new products land in the last block).
+        touched: set[int] = set()
+        added: list[Product] = []
+        for pid, product in replaced.items():
+            pos = self.position(pid)
+            if pos is not None:
+                touched.add(self._block_of(pos))
+            elif product.status is ProductStatus.ACTIVE:
+                added.append(product)
+        added.sort(key=lambda p: p.id)
+        if self._blocks:
+            for product in added:
+                at = min(bisect.bisect_left(self._ids, product.id), len(self._ids) - 1)
+                touched.add(self._block_of(at))
+        handles, skus = dict(self._handles), dict(self._skus)
+        blocks: list[bytes] = []
+        rows: list[list[Product] | None] = []  # decoded (and changed) block contents, or None: shared
+        pending = list(added)
+        for block_no, block in enumerate(self._blocks):
+            if block_no not in touched:
+                blocks.append(block)
+                rows.append(None)
+                continue
+            content: list[Product] = []
+            for product in self._decoded(block_no):
+                handles.pop(product.handle, None)
+                for variant in product.variants:
+                    skus.pop(variant.sku, None)
+                current = replaced.get(product.id, product)
+                if current.status is ProductStatus.ACTIVE:
+                    content.append(current)
+            # New products sorting inside or after this block join it (the last touched block
+            # takes whatever sorts after everything).
+            last_touched = block_no == max(touched)
+            upper = self._ids[self._block_starts[block_no + 1]] if block_no + 1 < len(self._blocks) else None
+            keep: list[Product] = []
+            for product in pending:
+                if last_touched or (upper is not None and product.id < upper):
+                    content.append(product)
+                else:
+                    keep.append(product)
+            pending = keep
+            content.sort(key=lambda p: p.id)
+            for start in range(0, max(1, len(content)), BLOCK):
+                part = content[start : start + BLOCK]
+                if part:
+                    blocks.append(_pack(part))
+                    rows.append(part)
+        for start in range(0, len(pending), BLOCK):  # the snapshot was empty
+            part = pending[start : start + BLOCK]
+            blocks.append(_pack(part))
+            rows.append(part)
+        # Rebuild the per-position columns: shared blocks copy theirs, re-encoded ones read theirs.
+        new._block_starts = []
+        new._ids, new._titles, new._brands, new._categories = [], [], [], []
+        old_positions = {id(block): no for no, block in enumerate(self._blocks)}
+        for block_no, row in enumerate(rows):
+            new._block_starts.append(len(new._ids))
+            if row is None:
+                old_no = old_positions[id(blocks[block_no])]
+                lo = self._block_starts[old_no]
+                hi = self._block_starts[old_no + 1] if old_no + 1 < len(self._block_starts) else len(self._ids)
+                new._ids.extend(self._ids[lo:hi])
+                new._titles.extend(self._titles[lo:hi])
+                new._brands.extend(self._brands[lo:hi])
+                new._categories.extend(self._categories[lo:hi])
+            else:
+                for product in row:
+                    new._ids.append(product.id)
+                    new._titles.append(product.title.lower())
+                    new._brands.append(_intern(product.brand))
+                    new._categories.append(_intern(product.category))
+                    handles[product.handle] = product.id
+                    for variant in product.variants:
+                        skus[variant.sku] = product.id
+        new._blocks = blocks
+        new._handles, new._skus = handles, skus
+        return new
+
+
+_interned: dict[str, str] = {}
+
+
+def _intern(value: str | None) -> str | None:
+    """Brands and categories repeat: keep one string per distinct value."""
+    if value is None:
+        return None
+    return _interned.setdefault(value, value) if len(_interned) < 100_000 else value
+
+
+class _Products(Sequence[Product]):
+    __slots__ = ("_snap",)
+
+    def __init__(self, snap: CatalogSnapshot) -> None:
+        self._snap = snap
+
+    def __len__(self) -> int:
+        return len(self._snap)
+
+    @overload
+    def __getitem__(self, index: int) -> Product: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Product]: ...
+    def __getitem__(self, index: int | slice) -> Product | list[Product]:
+        if isinstance(index, slice):
+            return [self._snap.product_at(i) for i in range(*index.indices(len(self._snap)))]
+        return self._snap.product_at(index if index >= 0 else len(self._snap) + index)
+
+    def __iter__(self) -> Iterator[Product]:
+        return self._snap.iterate()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Products | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} products at catalog revision {self._snap.revision}>"
+
+
+class _ById(Mapping[str, Product]):
+    __slots__ = ("_snap",)
+
+    def __init__(self, snap: CatalogSnapshot) -> None:
+        self._snap = snap
+
+    def __getitem__(self, product_id: str) -> Product:
+        pos = self._snap.position(product_id)
+        if pos is None:
+            raise KeyError(product_id)
+        return self._snap.product_at(pos)
+
+    def __contains__(self, product_id: object) -> bool:
+        return isinstance(product_id, str) and self._snap.position(product_id) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._snap._ids)
+
+    def __len__(self) -> int:
+        return len(self._snap)
+
+
+class _ByKey(Mapping[str, Product]):
+    __slots__ = ("_index", "_snap")
+
+    def __init__(self, snap: CatalogSnapshot, index: dict[str, str]) -> None:
+        self._snap = snap
+        self._index = index
+
+    def __getitem__(self, key: str) -> Product:
+        return self._snap.by_id[self._index[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class _BySku(Mapping[str, tuple[Product, Variant]]):
+    __slots__ = ("_snap",)
+
+    def __init__(self, snap: CatalogSnapshot) -> None:
+        self._snap = snap
+
+    def __getitem__(self, sku: str) -> tuple[Product, Variant]:
+        product = self._snap.by_id[self._snap._skus[sku]]
+        variant = product.variant(sku)
+        if variant is None:  # pragma: no cover - the index is built from the variants
+            raise KeyError(sku)
+        return product, variant
+
+    def __contains__(self, sku: object) -> bool:
+        return sku in self._snap._skus
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._snap._skus)
+
+    def __len__(self) -> int:
+        return len(self._snap._skus)
