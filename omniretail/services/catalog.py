@@ -26,7 +26,10 @@ from omniretail.domain.events import ProductChanged
 from omniretail.domain.ids import new_id
 from omniretail.services.clock import Clock
 from omniretail.services.protocols import UnitOfWork
-from omniretail.services.read_model import CatalogSnapshot
+from omniretail.services.read_model import CatalogSnapshot, SnapshotBuilder
+
+#: Products read per query when the read model is loaded.
+LOAD_PAGE = 1000
 
 __all__ = ["CatalogService", "CatalogSnapshot", "ImportResult", "ProductDraft"]
 
@@ -91,7 +94,16 @@ class CatalogService:
             async with self.uow.read() as tx:
                 revision = await tx.products.catalog_revision()
                 if snap is None:
-                    snap = CatalogSnapshot(revision, await tx.products.all(ProductStatus.ACTIVE.value))
+                    # Read in keyset pages and packed as they come: never the whole catalog decoded.
+                    builder = SnapshotBuilder()
+                    after: str | None = None
+                    while True:
+                        page = await tx.products.page(after=after, limit=LOAD_PAGE, status=ProductStatus.ACTIVE.value)
+                        builder.add(page)
+                        if len(page) < LOAD_PAGE:
+                            break
+                        after = page[-1].id
+                    snap = builder.finish(revision)
                 elif snap.revision != revision:
                     # Patch the read model with what changed since its revision, not a full reload
                     # (a 1 % change of a 100,000-product catalog reads 1,000 rows).

@@ -27,7 +27,7 @@ from omniretail.domain.catalog import Product, ProductStatus, Variant
 #: Products per compressed block: a miss decodes one block (~0.1 ms).
 BLOCK = 16
 #: Decoded blocks kept per snapshot (BLOCK * CACHED_BLOCKS products, about 4 KB each).
-CACHED_BLOCKS = 128
+CACHED_BLOCKS = 32
 
 _encoder = msgspec.msgpack.Encoder()
 _block_decoder = msgspec.msgpack.Decoder(list[Product])
@@ -38,7 +38,8 @@ def _pack(products: Sequence[Product]) -> bytes:
 
 
 def _unpack(block: bytes) -> list[Product]:
-    return _block_decoder.decode(zlib.decompress(block))
+    products: list[Product] = _block_decoder.decode(zlib.decompress(block))
+    return products
 
 
 class CatalogSnapshot:
@@ -47,25 +48,21 @@ class CatalogSnapshot:
     ``products`` (a sequence, by id), ``by_id``, ``by_handle`` and ``by_sku`` (mappings) read
     like plain collections; products are decoded as they are reached."""
 
-    def __init__(self, revision: int, products: Iterable[Product]) -> None:
-        ordered = sorted(products, key=lambda p: p.id)
-        self.revision = revision
-        self._ids: list[str] = [p.id for p in ordered]
-        self._titles: list[str] = [p.title.lower() for p in ordered]
-        self._brands: list[str | None] = [_intern(p.brand) for p in ordered]
-        self._categories: list[str | None] = [_intern(p.category) for p in ordered]
-        self._blocks: list[bytes] = [_pack(ordered[i : i + BLOCK]) for i in range(0, len(ordered), BLOCK)]
-        self._block_starts: list[int] = list(range(0, len(ordered), BLOCK))
-        self._handles: dict[str, str] = {}
-        self._skus: dict[str, str] = {}
-        for product, pid in zip(ordered, self._ids, strict=True):
-            self._index(product, pid)
-        self._cache: OrderedDict[int, list[Product]] = OrderedDict()
+    revision: int
+    _ids: list[str]
+    _titles: list[str]
+    _brands: list[str | None]
+    _categories: list[str | None]
+    _blocks: list[bytes]
+    _block_starts: list[int]
+    _handles: dict[str, str]
+    _skus: dict[str, str]
+    _cache: OrderedDict[int, list[Product]]
 
-    def _index(self, product: Product, pid: str) -> None:
-        self._handles[product.handle] = pid
-        for variant in product.variants:
-            self._skus[variant.sku] = pid
+    def __init__(self, revision: int, products: Iterable[Product]) -> None:
+        builder = SnapshotBuilder()
+        builder.add(sorted(products, key=lambda p: p.id))
+        builder.fill(self, revision)
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -246,6 +243,59 @@ class CatalogSnapshot:
         new._blocks = blocks
         new._handles, new._skus = handles, skus
         return new
+
+
+class SnapshotBuilder:
+    """Builds a snapshot from products given in id order, a chunk at a time, so that loading a
+    large catalog never holds more than a chunk decoded (a peak of decoded products would stay
+    in the process's memory long after they are freed)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.titles: list[str] = []
+        self.brands: list[str | None] = []
+        self.categories: list[str | None] = []
+        self.blocks: list[bytes] = []
+        self.block_starts: list[int] = []
+        self.handles: dict[str, str] = {}
+        self.skus: dict[str, str] = {}
+        self._pending: list[Product] = []
+
+    def add(self, products: Iterable[Product]) -> None:
+        for product in products:
+            if self.ids and product.id <= self.ids[-1]:
+                raise ValueError("products must come in increasing id order")
+            pid = product.id
+            self.ids.append(pid)
+            self.titles.append(product.title.lower())
+            self.brands.append(_intern(product.brand))
+            self.categories.append(_intern(product.category))
+            self.handles[product.handle] = pid
+            for variant in product.variants:
+                self.skus[variant.sku] = pid
+            self._pending.append(product)
+            if len(self._pending) == BLOCK:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.block_starts.append(len(self.ids) - len(self._pending))
+            self.blocks.append(_pack(self._pending))
+            self._pending = []
+
+    def fill(self, snapshot: CatalogSnapshot, revision: int) -> None:
+        self._flush()
+        snapshot.revision = revision
+        snapshot._ids, snapshot._titles = self.ids, self.titles
+        snapshot._brands, snapshot._categories = self.brands, self.categories
+        snapshot._blocks, snapshot._block_starts = self.blocks, self.block_starts
+        snapshot._handles, snapshot._skus = self.handles, self.skus
+        snapshot._cache = OrderedDict()
+
+    def finish(self, revision: int) -> CatalogSnapshot:
+        snapshot = object.__new__(CatalogSnapshot)
+        self.fill(snapshot, revision)
+        return snapshot
 
 
 _interned: dict[str, str] = {}
