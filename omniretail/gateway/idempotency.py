@@ -36,13 +36,24 @@ from litestar import Request
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.problems import NOT_FINAL, ApiError
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database
 from omniretail.storage.repositories import insert_or_ignore
+
+_COMPLETE = (
+    update(t.idempotency_keys)
+    .where(t.idempotency_keys.c.owner == bindparam("owner_"), t.idempotency_keys.c.key == bindparam("key_"))
+    .values(
+        status=bindparam("b_status"),
+        response_status=bindparam("b_response_status"),
+        response_headers=bindparam("b_response_headers"),
+        response_body=bindparam("b_response_body"),
+    )
+)
 
 HEADER = b"idempotency-key"
 IN_FLIGHT_LEASE = 30.0
@@ -140,17 +151,17 @@ class IdempotencyStore:
             return "takeover", None
 
     async def complete(self, owner: str, key: str, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        ik = t.idempotency_keys
         async with self.db.write() as conn:
             await conn.execute(
-                update(ik)
-                .where(ik.c.owner == owner, ik.c.key == key)
-                .values(
-                    status="done",
-                    response_status=status,
-                    response_headers=msgspec.json.encode(headers).decode(),
-                    response_body=body,
-                )
+                _COMPLETE,
+                {
+                    "owner_": owner,
+                    "key_": key,
+                    "b_status": "done",
+                    "b_response_status": status,
+                    "b_response_headers": msgspec.json.encode(headers).decode(),
+                    "b_response_body": body,
+                },
             )
 
     async def reopen(self, owner: str, key: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
+import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -73,7 +74,18 @@ class CustomerService:
     async def resolve_in(
         self, tx: Transaction, identities: Sequence[Identity], *, channel: str, name: str, actor: str
     ) -> str:
+        """The customer these identities belong to, created (and linked) if none; its id."""
+        owner, _ = await self.resolve_or_create_in(tx, identities, channel=channel, name=name, actor=actor)
+        return owner
+
+    async def resolve_or_create_in(
+        self, tx: Transaction, identities: Sequence[Identity], *, channel: str, name: str, actor: str
+    ) -> tuple[str, Customer | None]:
+        """Like :meth:`resolve_in`, also giving the record when it was created here (so the
+        caller need not read back what it just wrote); None for an existing customer."""
         now = self.clock()
+        created: Customer | None = None
+        linked: list[Identity] = []
         owner: str | None = None
         absent: set[Identity] = set()  # looked up in this transaction and linked to nobody
         for identity in identities:
@@ -83,7 +95,8 @@ class CustomerService:
             absent.add(identity)
         if owner is None:
             owner = new_id("cus")
-            await tx.customers.insert(Customer(id=owner, name=name, created_at=now))
+            created = Customer(id=owner, name=name, created_at=now)
+            await tx.customers.insert(created)
             await tx.events.record(
                 CustomerCreated(id=new_id("evt"), occurred_at=now, channel=channel, actor=actor, customer_id=owner)
             )
@@ -97,6 +110,7 @@ class CustomerService:
             if identity not in absent and await tx.customers.find(identity) is not None:
                 continue
             if await tx.customers.link(identity, owner, channel, now):
+                linked.append(identity)
                 await tx.events.record(
                     IdentityLinked(
                         id=new_id("evt"),
@@ -108,7 +122,9 @@ class CustomerService:
                         value=identity.value,
                     )
                 )
-        return owner
+        if created is not None:
+            created = msgspec.structs.replace(created, identities=tuple(linked))
+        return owner, created
 
     async def link(self, customer_id: str, identity: Identity, *, channel: str, actor: str = "customer") -> Customer:
         """Link an identity (a loyalty card, a voice account) to a known customer."""

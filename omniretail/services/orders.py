@@ -18,7 +18,7 @@ import msgspec
 
 from omniretail.domain.cart import Cart, CartStatus
 from omniretail.domain.catalog import Sku
-from omniretail.domain.customer import Identity, IdentityKind
+from omniretail.domain.customer import Customer, Identity, IdentityKind
 from omniretail.domain.errors import Conflict, InvalidValue, NotFound, OutOfStock
 from omniretail.domain.events import Event, OrderLineReturned, OrderPlaced, OrderStatusChanged
 from omniretail.domain.ids import new_id, new_order_number
@@ -218,11 +218,12 @@ class OrderService:
         customer_id = request.customer_id or cart.customer_id
         if customer_id is None and not plan.contact:
             raise InvalidValue("a guest order needs an email or phone", field="email")
+        created: Customer | None = None
         if customer_id is None:
-            customer_id = await self.customers.resolve_in(
+            customer_id, created = await self.customers.resolve_or_create_in(
                 tx, plan.contact, channel=request.channel, name="", actor=request.actor
             )
-        customer = await tx.customers.get(customer_id)
+        customer = created or await tx.customers.get(customer_id)
         products = await tx.products.get_by_skus([x.sku for x in cart.lines])
         return cart, customer_id, price_cart(cart, products, customer, self.offers)
 

@@ -39,11 +39,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
 def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING``: a duplicate leaves rowcount 0 instead of raising
-    (one statement, where a savepoint around a plain insert costs three)."""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    return dialect.insert(table).on_conflict_do_nothing()
+    """``INSERT ... ON CONFLICT DO NOTHING`` (built once per dialect and table): a duplicate
+    leaves rowcount 0 instead of raising (one statement, where a savepoint costs three)."""
+    key = (conn.dialect.name, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+        stmt = _IGNORING[key] = dialect.insert(table).on_conflict_do_nothing()
+    return stmt
 
 
 def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -68,11 +75,7 @@ class SqlProducts:
     async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
         if not skus:
             return {}
-        rows = await self.conn.execute(
-            select(t.variants.c.sku, t.products.c.doc)
-            .join(t.products, t.products.c.id == t.variants.c.product_id)
-            .where(t.variants.c.sku.in_(list(set(skus))))
-        )
+        rows = await self.conn.execute(_PRODUCTS_BY_SKUS, {"skus": list(set(skus))})
         return {sku: _product_decoder.decode(doc) for sku, doc in rows}
 
     async def sku_owner(self, sku: str) -> str | None:
@@ -302,11 +305,8 @@ class SqlStock:
         return StockLevel(sku=sku, location_id=location_id, on_hand=row[0], reserved=row[1])
 
     async def take(self, sku: str, location_id: str, quantity: int) -> bool:
-        sl = t.stock_levels
         result = await self.conn.execute(
-            update(sl)
-            .where(sl.c.sku == sku, sl.c.location_id == location_id, sl.c.on_hand - sl.c.reserved >= quantity)
-            .values(on_hand=sl.c.on_hand - quantity, changed_us=_now_us())
+            _TAKE, {"b_sku": sku, "b_location_id": location_id, "b_quantity": quantity, "b_changed_us": _now_us()}
         )
         return result.rowcount == 1
 
@@ -369,17 +369,20 @@ class SqlStock:
 
     async def sweep_expired(self, now: datetime, sku: str | None = None, location_id: str | None = None) -> int:
         r = t.reservations
-        cond = [r.c.status == ReservationStatus.ACTIVE.value, r.c.expires_at <= now]
-        if sku is not None:
-            cond.append(r.c.sku == sku)
-        if location_id is not None:
-            cond.append(r.c.location_id == location_id)
-        result = await self.conn.execute(
-            update(r)
-            .where(*cond)
-            .values(status=ReservationStatus.EXPIRED.value)
-            .returning(r.c.sku, r.c.location_id, r.c.quantity)
-        )
+        if sku is not None and location_id is not None:  # the checkout's case: prebuilt
+            result = await self.conn.execute(_SWEEP_ONE, {"b_now": now, "b_sku": sku, "b_location_id": location_id})
+        else:
+            cond = [r.c.status == ReservationStatus.ACTIVE.value, r.c.expires_at <= now]
+            if sku is not None:
+                cond.append(r.c.sku == sku)
+            if location_id is not None:
+                cond.append(r.c.location_id == location_id)
+            result = await self.conn.execute(
+                update(r)
+                .where(*cond)
+                .values(status=ReservationStatus.EXPIRED.value)
+                .returning(r.c.sku, r.c.location_id, r.c.quantity)
+            )
         totals: dict[tuple[str, str], int] = {}
         for s, loc, q in result:
             totals[(s, loc)] = totals.get((s, loc), 0) + q
@@ -425,6 +428,43 @@ _UPDATE_CART = (
     .values({c.name: bindparam(f"new_{c.name}") for c in t.carts.c if c.name != "id"})
 )
 _INSERT_EVENT = insert(t.events).returning(t.events.c.seq)
+_PRODUCTS_BY_SKUS = (
+    select(t.variants.c.sku, t.products.c.doc)
+    .join(t.products, t.products.c.id == t.variants.c.product_id)
+    .where(t.variants.c.sku.in_(bindparam("skus", expanding=True)))
+)
+_TAKE = (
+    update(t.stock_levels)
+    .where(
+        t.stock_levels.c.sku == bindparam("b_sku"),
+        t.stock_levels.c.location_id == bindparam("b_location_id"),
+        t.stock_levels.c.on_hand - t.stock_levels.c.reserved >= bindparam("b_quantity"),
+    )
+    .values(on_hand=t.stock_levels.c.on_hand - bindparam("b_quantity"), changed_us=bindparam("b_changed_us"))
+)
+_SWEEP_ONE = (
+    update(t.reservations)
+    .where(
+        t.reservations.c.status == ReservationStatus.ACTIVE.value,
+        t.reservations.c.expires_at <= bindparam("b_now"),
+        t.reservations.c.sku == bindparam("b_sku"),
+        t.reservations.c.location_id == bindparam("b_location_id"),
+    )
+    .values(status=ReservationStatus.EXPIRED.value)
+    .returning(t.reservations.c.sku, t.reservations.c.location_id, t.reservations.c.quantity)
+)
+_SELECT_CUSTOMER = select(t.customers).where(t.customers.c.id == bindparam("customer_id"))
+_SELECT_IDENTITIES = (
+    select(t.identities.c.kind, t.identities.c.value, t.identities.c.namespace)
+    .where(t.identities.c.customer_id == bindparam("customer_id"))
+    .order_by(t.identities.c.linked_at, t.identities.c.kind)
+)
+_INSERT_CUSTOMER = insert(t.customers)
+_FIND_IDENTITY = select(t.identities.c.customer_id).where(
+    t.identities.c.kind == bindparam("kind"),
+    t.identities.c.namespace == bindparam("namespace"),
+    t.identities.c.value == bindparam("value"),
+)
 _INSERT_OUTBOX = insert(t.outbox)
 
 
@@ -713,14 +753,10 @@ class SqlCustomers:
         self.conn = conn
 
     async def get(self, customer_id: str) -> Customer | None:
-        row = (await self.conn.execute(select(t.customers).where(t.customers.c.id == customer_id))).first()
+        row = (await self.conn.execute(_SELECT_CUSTOMER, {"customer_id": customer_id})).first()
         if row is None:
             return None
-        ids = await self.conn.execute(
-            select(t.identities.c.kind, t.identities.c.value, t.identities.c.namespace)
-            .where(t.identities.c.customer_id == customer_id)
-            .order_by(t.identities.c.linked_at, t.identities.c.kind)
-        )
+        ids = await self.conn.execute(_SELECT_IDENTITIES, {"customer_id": customer_id})
         return Customer(
             id=row.id,
             name=row.name,
@@ -732,19 +768,13 @@ class SqlCustomers:
 
     async def insert(self, customer: Customer) -> None:
         await self.conn.execute(
-            insert(t.customers).values(
-                id=customer.id, name=customer.name, tier=customer.tier, created_at=customer.created_at
-            )
+            _INSERT_CUSTOMER,
+            {"id": customer.id, "name": customer.name, "tier": customer.tier, "created_at": customer.created_at},
         )
 
     async def find(self, identity: Identity) -> str | None:
-        i = t.identities
         return await self.conn.scalar(
-            select(i.c.customer_id).where(
-                i.c.kind == identity.kind.value,
-                i.c.namespace == identity.namespace,
-                i.c.value == identity.value,
-            )
+            _FIND_IDENTITY, {"kind": identity.kind.value, "namespace": identity.namespace, "value": identity.value}
         )
 
     async def link(self, identity: Identity, customer_id: str, channel: str, now: datetime) -> bool:
