@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import zlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import overload
@@ -50,13 +51,13 @@ class CatalogSnapshot:
 
     revision: int
     _ids: list[str]
-    _titles: list[str]
+    _titles: _Titles
     _brands: list[str | None]
     _categories: list[str | None]
     _blocks: list[bytes]
     _block_starts: list[int]
-    _handles: dict[str, str]
-    _skus: dict[str, str]
+    _handles: _SortedIndex
+    _skus: _SortedIndex
     _cache: OrderedDict[int, list[Product]]
 
     def __init__(self, revision: int, products: Iterable[Product]) -> None:
@@ -136,16 +137,16 @@ class CatalogSnapshot:
         """Up to ``limit`` products after the id ``after`` that match the filters (a title
         containing ``needle``, lowercase), and whether there are more. Only matches are decoded."""
         found: list[int] = []
-        index = self.index_after(after)
+        start = self.index_after(after)
         total = len(self._ids)
-        while index < total and len(found) <= limit:
-            if (
-                (brand is None or self._brands[index] == brand)
-                and (category is None or self._categories[index] == category)
-                and (needle is None or needle in self._titles[index])
+        candidates: Iterable[int] = range(start, total) if needle is None else self._titles.matches(needle, start)
+        for index in candidates:
+            if len(found) > limit:
+                break
+            if (brand is None or self._brands[index] == brand) and (
+                category is None or self._categories[index] == category
             ):
                 found.append(index)
-            index += 1
         more = len(found) > limit
         return [self.product_at(i) for i in found[:limit]], more
 
@@ -179,7 +180,7 @@ class CatalogSnapshot:
             for product in added:
                 at = min(bisect.bisect_left(self._ids, product.id), len(self._ids) - 1)
                 touched.add(self._block_of(at))
-        handles, skus = dict(self._handles), dict(self._skus)
+        gone: set[str] = set()  # ids whose index entries are rebuilt (every product of a touched block)
         blocks: list[bytes] = []
         rows: list[list[Product] | None] = []  # decoded (and changed) block contents, or None: shared
         pending = list(added)
@@ -190,9 +191,7 @@ class CatalogSnapshot:
                 continue
             content: list[Product] = []
             for product in self._decoded(block_no):
-                handles.pop(product.handle, None)
-                for variant in product.variants:
-                    skus.pop(variant.sku, None)
+                gone.add(product.id)
                 current = replaced.get(product.id, product)
                 if current.status is ProductStatus.ACTIVE:
                     content.append(current)
@@ -219,7 +218,10 @@ class CatalogSnapshot:
             rows.append(part)
         # Rebuild the per-position columns: shared blocks copy theirs, re-encoded ones read theirs.
         new._block_starts = []
-        new._ids, new._titles, new._brands, new._categories = [], [], [], []
+        new._ids, new._brands, new._categories = [], [], []
+        titles: list[str] = []
+        handle_pairs: list[tuple[str, str]] = []
+        sku_pairs: list[tuple[str, str]] = []
         old_positions = {id(block): no for no, block in enumerate(self._blocks)}
         for block_no, row in enumerate(rows):
             new._block_starts.append(len(new._ids))
@@ -228,20 +230,21 @@ class CatalogSnapshot:
                 lo = self._block_starts[old_no]
                 hi = self._block_starts[old_no + 1] if old_no + 1 < len(self._block_starts) else len(self._ids)
                 new._ids.extend(self._ids[lo:hi])
-                new._titles.extend(self._titles[lo:hi])
+                titles.extend(self._titles.at(i) for i in range(lo, hi))
                 new._brands.extend(self._brands[lo:hi])
                 new._categories.extend(self._categories[lo:hi])
             else:
                 for product in row:
                     new._ids.append(product.id)
-                    new._titles.append(product.title.lower())
+                    titles.append(product.title)
                     new._brands.append(_intern(product.brand))
                     new._categories.append(_intern(product.category))
-                    handles[product.handle] = product.id
-                    for variant in product.variants:
-                        skus[variant.sku] = product.id
+                    handle_pairs.append((product.handle, product.id))
+                    sku_pairs.extend((variant.sku, product.id) for variant in product.variants)
         new._blocks = blocks
-        new._handles, new._skus = handles, skus
+        new._titles = _Titles(titles)
+        new._handles = self._handles.rebuilt(gone, handle_pairs)
+        new._skus = self._skus.rebuilt(gone, sku_pairs)
         return new
 
 
@@ -252,13 +255,13 @@ class SnapshotBuilder:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.titles: list[str] = []
+        self.titles: list[str] = []  # joined into the title index at the end
         self.brands: list[str | None] = []
         self.categories: list[str | None] = []
         self.blocks: list[bytes] = []
         self.block_starts: list[int] = []
-        self.handles: dict[str, str] = {}
-        self.skus: dict[str, str] = {}
+        self.handles: list[tuple[str, str]] = []
+        self.skus: list[tuple[str, str]] = []
         self._pending: list[Product] = []
 
     def add(self, products: Iterable[Product]) -> None:
@@ -267,12 +270,11 @@ class SnapshotBuilder:
                 raise ValueError("products must come in increasing id order")
             pid = product.id
             self.ids.append(pid)
-            self.titles.append(product.title.lower())
+            self.titles.append(product.title)
             self.brands.append(_intern(product.brand))
             self.categories.append(_intern(product.category))
-            self.handles[product.handle] = pid
-            for variant in product.variants:
-                self.skus[variant.sku] = pid
+            self.handles.append((product.handle, pid))
+            self.skus.extend((variant.sku, pid) for variant in product.variants)
             self._pending.append(product)
             if len(self._pending) == BLOCK:
                 self._flush()
@@ -286,16 +288,82 @@ class SnapshotBuilder:
     def fill(self, snapshot: CatalogSnapshot, revision: int) -> None:
         self._flush()
         snapshot.revision = revision
-        snapshot._ids, snapshot._titles = self.ids, self.titles
+        snapshot._ids, snapshot._titles = self.ids, _Titles(self.titles)
         snapshot._brands, snapshot._categories = self.brands, self.categories
         snapshot._blocks, snapshot._block_starts = self.blocks, self.block_starts
-        snapshot._handles, snapshot._skus = self.handles, self.skus
+        snapshot._handles, snapshot._skus = _SortedIndex(self.handles), _SortedIndex(self.skus)
         snapshot._cache = OrderedDict()
 
     def finish(self, revision: int) -> CatalogSnapshot:
         snapshot = object.__new__(CatalogSnapshot)
         self.fill(snapshot, revision)
         return snapshot
+
+
+class _SortedIndex:
+    """A read-only str -> product id map as two parallel sorted lists: a third of a dict's
+    memory (no hash table; the ids are the snapshot's own strings)."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        pairs.sort()
+        self.keys: list[str] = [k for k, _ in pairs]
+        self.values: list[str] = [v for _, v in pairs]
+
+    def get(self, key: str) -> str | None:
+        i = bisect.bisect_left(self.keys, key)
+        return self.values[i] if i < len(self.keys) and self.keys[i] == key else None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rebuilt(self, dropped_ids: set[str], added: list[tuple[str, str]]) -> _SortedIndex:
+        """This index without the entries of ``dropped_ids``, with ``added``."""
+        kept = [(k, v) for k, v in zip(self.keys, self.values, strict=True) if v not in dropped_ids]
+        return _SortedIndex(kept + added)
+
+
+class _Titles:
+    """Every product's title, lowercased, in one string (newline-separated) with start offsets:
+    a title search is ``str.find`` over it instead of a loop over 100,000 strings."""
+
+    __slots__ = ("offsets", "text")
+
+    def __init__(self, titles: list[str]) -> None:
+        cleaned = [t.lower().replace("\n", " ") for t in titles]
+        self.text = "\n".join(cleaned) + "\n"
+        self.offsets = array("L")
+        at = 0
+        for title in cleaned:
+            self.offsets.append(at)
+            at += len(title) + 1
+
+    def at(self, index: int) -> str:
+        end = self.offsets[index + 1] - 1 if index + 1 < len(self.offsets) else len(self.text) - 1
+        return self.text[self.offsets[index] : end]
+
+    def matches(self, needle: str, start: int) -> Iterator[int]:
+        """Positions from ``start`` on whose title contains ``needle``, in order."""
+        if "\n" in needle or start >= len(self.offsets):
+            return
+        if not needle:
+            yield from range(start, len(self.offsets))
+            return
+        pos = self.offsets[start]
+        while True:
+            found = self.text.find(needle, pos)
+            if found < 0:
+                return
+            index = bisect.bisect_right(self.offsets, found) - 1
+            yield index
+            pos = self.offsets[index + 1] if index + 1 < len(self.offsets) else len(self.text)
 
 
 _interned: dict[str, str] = {}
@@ -365,12 +433,15 @@ class _ById(Mapping[str, Product]):
 class _ByKey(Mapping[str, Product]):
     __slots__ = ("_index", "_snap")
 
-    def __init__(self, snap: CatalogSnapshot, index: dict[str, str]) -> None:
+    def __init__(self, snap: CatalogSnapshot, index: _SortedIndex) -> None:
         self._snap = snap
         self._index = index
 
     def __getitem__(self, key: str) -> Product:
-        return self._snap.by_id[self._index[key]]
+        pid = self._index.get(key)
+        if pid is None:
+            raise KeyError(key)
+        return self._snap.by_id[pid]
 
     def __contains__(self, key: object) -> bool:
         return key in self._index
@@ -389,7 +460,10 @@ class _BySku(Mapping[str, tuple[Product, Variant]]):
         self._snap = snap
 
     def __getitem__(self, sku: str) -> tuple[Product, Variant]:
-        product = self._snap.by_id[self._snap._skus[sku]]
+        pid = self._snap._skus.get(sku)
+        if pid is None:
+            raise KeyError(sku)
+        product = self._snap.by_id[pid]
         variant = product.variant(sku)
         if variant is None:  # pragma: no cover - the index is built from the variants
             raise KeyError(sku)
