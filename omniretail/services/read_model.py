@@ -219,7 +219,7 @@ class CatalogSnapshot:
         # Rebuild the per-position columns: shared blocks copy theirs, re-encoded ones read theirs.
         new._block_starts = []
         new._ids, new._brands, new._categories = [], [], []
-        titles: list[str] = []
+        titles = _TitlesBuilder()
         handle_pairs: list[tuple[str, str]] = []
         sku_pairs: list[tuple[str, str]] = []
         old_positions = {id(block): no for no, block in enumerate(self._blocks)}
@@ -230,19 +230,20 @@ class CatalogSnapshot:
                 lo = self._block_starts[old_no]
                 hi = self._block_starts[old_no + 1] if old_no + 1 < len(self._block_starts) else len(self._ids)
                 new._ids.extend(self._ids[lo:hi])
-                titles.extend(self._titles.at(i) for i in range(lo, hi))
+                for i in range(lo, hi):
+                    titles.add(self._titles.at(i))
                 new._brands.extend(self._brands[lo:hi])
                 new._categories.extend(self._categories[lo:hi])
             else:
                 for product in row:
                     new._ids.append(product.id)
-                    titles.append(product.title)
+                    titles.add(product.title)
                     new._brands.append(_intern(product.brand))
                     new._categories.append(_intern(product.category))
                     handle_pairs.append((product.handle, product.id))
                     sku_pairs.extend((variant.sku, product.id) for variant in product.variants)
         new._blocks = blocks
-        new._titles = _Titles(titles)
+        new._titles = titles.finish()
         new._handles = self._handles.rebuilt(gone, handle_pairs)
         new._skus = self._skus.rebuilt(gone, sku_pairs)
         return new
@@ -255,13 +256,13 @@ class SnapshotBuilder:
 
     def __init__(self) -> None:
         self.ids: list[str] = []
-        self.titles: list[str] = []  # joined into the title index at the end
+        self.titles = _TitlesBuilder()
         self.brands: list[str | None] = []
         self.categories: list[str | None] = []
         self.blocks: list[bytes] = []
         self.block_starts: list[int] = []
-        self.handles: list[tuple[str, str]] = []
-        self.skus: list[tuple[str, str]] = []
+        self.handles: dict[str, str] = {}
+        self.skus: dict[str, str] = {}
         self._pending: list[Product] = []
 
     def add(self, products: Iterable[Product]) -> None:
@@ -270,11 +271,12 @@ class SnapshotBuilder:
                 raise ValueError("products must come in increasing id order")
             pid = product.id
             self.ids.append(pid)
-            self.titles.append(product.title)
+            self.titles.add(product.title)
             self.brands.append(_intern(product.brand))
             self.categories.append(_intern(product.category))
-            self.handles.append((product.handle, pid))
-            self.skus.extend((variant.sku, pid) for variant in product.variants)
+            self.handles[product.handle] = pid
+            for variant in product.variants:
+                self.skus[variant.sku] = pid
             self._pending.append(product)
             if len(self._pending) == BLOCK:
                 self._flush()
@@ -288,7 +290,7 @@ class SnapshotBuilder:
     def fill(self, snapshot: CatalogSnapshot, revision: int) -> None:
         self._flush()
         snapshot.revision = revision
-        snapshot._ids, snapshot._titles = self.ids, _Titles(self.titles)
+        snapshot._ids, snapshot._titles = self.ids, self.titles.finish()
         snapshot._brands, snapshot._categories = self.brands, self.categories
         snapshot._blocks, snapshot._block_starts = self.blocks, self.block_starts
         snapshot._handles, snapshot._skus = _SortedIndex(self.handles), _SortedIndex(self.skus)
@@ -306,10 +308,11 @@ class _SortedIndex:
 
     __slots__ = ("keys", "values")
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        pairs.sort()
-        self.keys: list[str] = [k for k, _ in pairs]
-        self.values: list[str] = [v for _, v in pairs]
+    def __init__(self, entries: dict[str, str]) -> None:
+        # From a dict: its table is one large allocation, freed whole (a list of pairs would
+        # leave its many small tuples' memory to the process).
+        self.keys: list[str] = sorted(entries)
+        self.values: list[str] = [entries[k] for k in self.keys]
 
     def get(self, key: str) -> str | None:
         i = bisect.bisect_left(self.keys, key)
@@ -326,8 +329,9 @@ class _SortedIndex:
 
     def rebuilt(self, dropped_ids: set[str], added: list[tuple[str, str]]) -> _SortedIndex:
         """This index without the entries of ``dropped_ids``, with ``added``."""
-        kept = [(k, v) for k, v in zip(self.keys, self.values, strict=True) if v not in dropped_ids]
-        return _SortedIndex(kept + added)
+        entries = {k: v for k, v in zip(self.keys, self.values, strict=True) if v not in dropped_ids}
+        entries.update(added)
+        return _SortedIndex(entries)
 
 
 class _Titles:
@@ -336,14 +340,11 @@ class _Titles:
 
     __slots__ = ("offsets", "text")
 
-    def __init__(self, titles: list[str]) -> None:
-        cleaned = [t.lower().replace("\n", " ") for t in titles]
-        self.text = "\n".join(cleaned) + "\n"
-        self.offsets = array("L")
-        at = 0
-        for title in cleaned:
-            self.offsets.append(at)
-            at += len(title) + 1
+    def __init__(self, titles: Iterable[str]) -> None:
+        builder = _TitlesBuilder()
+        for title in titles:
+            builder.add(title)
+        self.text, self.offsets = builder.parts()
 
     def at(self, index: int) -> str:
         end = self.offsets[index + 1] - 1 if index + 1 < len(self.offsets) else len(self.text) - 1
@@ -364,6 +365,36 @@ class _Titles:
             index = bisect.bisect_right(self.offsets, found) - 1
             yield index
             pos = self.offsets[index + 1] if index + 1 < len(self.offsets) else len(self.text)
+
+
+class _TitlesBuilder:
+    """Accumulates titles in joined chunks (no list of 100,000 small strings on the way)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []
+        self._current: list[str] = []
+        self._at = 0
+        self.offsets = array("L")
+
+    def add(self, title: str) -> None:
+        cleaned = title.lower().replace("\n", " ")
+        self.offsets.append(self._at)
+        self._at += len(cleaned) + 1
+        self._current.append(cleaned)
+        if len(self._current) >= 256:
+            self._chunks.append("\n".join(self._current) + "\n")
+            self._current = []
+
+    def parts(self) -> tuple[str, array[int]]:
+        if self._current:
+            self._chunks.append("\n".join(self._current) + "\n")
+            self._current = []
+        return "".join(self._chunks), self.offsets
+
+    def finish(self) -> _Titles:
+        titles = object.__new__(_Titles)
+        titles.text, titles.offsets = self.parts()
+        return titles
 
 
 _interned: dict[str, str] = {}
