@@ -151,12 +151,21 @@ class WebhookStore:
         dialect = sqlite if conn_dialect == "sqlite" else postgresql
         return dialect.insert(t.webhook_deliveries)
 
-    async def fan_out(self, event: Event, now: datetime) -> int:
-        """One pending delivery per matching active subscription; returns how many rows are new."""
+    async def active_subscriptions(self) -> list[tuple[str, list[str]]]:
+        """(id, event type patterns) of every active subscription."""
         s = t.webhook_subscriptions
         async with self.db.read() as conn:
-            subs = (await conn.execute(select(s.c.id, s.c.event_types).where(s.c.active.is_(True)))).all()
-        targets = sorted(sub_id for sub_id, types in subs if matches(types.split(), event.type))
+            rows = (await conn.execute(select(s.c.id, s.c.event_types).where(s.c.active.is_(True)))).all()
+        return [(sub_id, types.split()) for sub_id, types in rows]
+
+    async def fan_out(
+        self, event: Event, now: datetime, subscriptions: list[tuple[str, list[str]]] | None = None
+    ) -> int:
+        """One pending delivery per matching active subscription; returns how many rows are new.
+        ``subscriptions`` (from :meth:`active_subscriptions`) saves the read when a caller fans
+        out a batch of events."""
+        subs = subscriptions if subscriptions is not None else await self.active_subscriptions()
+        targets = sorted(sub_id for sub_id, types in subs if matches(types, event.type))
         if not targets:
             return 0
         async with self.db.write() as conn:

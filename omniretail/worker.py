@@ -42,10 +42,10 @@ class OutboxWorker:
 
         self.webhooks = WebhookStore(kernel.db)
 
-    async def dispatch(self, event: Event) -> None:
+    async def dispatch(self, event: Event, subscriptions: list[tuple[str, list[str]]] | None = None) -> None:
         # Outbound webhook rows first (unique per subscription and event, so a retry of this
         # event after a failing plugin does not fan out twice), then the plugins' hooks.
-        await self.webhooks.fan_out(event, self.kernel.clock())
+        await self.webhooks.fan_out(event, self.kernel.clock(), subscriptions)
         hook = self.kernel.hook
         await call_notification(hook.event_committed, event=event, kernel=self.kernel)
         if isinstance(event, OrderPlaced):
@@ -63,10 +63,13 @@ class OutboxWorker:
         """Claim one batch and deliver it; returns how many events were handled."""
         now = self.kernel.clock()
         batch = await self.store.claim(self.name, now, limit=self.settings.batch_size, lease_seconds=self.lease_seconds)
+        if not batch:
+            return 0
+        subscriptions = await self.webhooks.active_subscriptions()  # read once per batch
         done: list[int] = []
         for seq, attempts, event in batch:
             try:
-                await self.dispatch(event)
+                await self.dispatch(event, subscriptions)
             except Exception as exc:
                 log.warning("event %s (%s) failed in a plugin: %r", seq, event.type, exc)
                 at = self._next_attempt(event, attempts + 1, self.kernel.clock())
