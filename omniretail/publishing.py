@@ -105,14 +105,17 @@ class Publisher:
         started_at = kernel.clock()
         # Taken before anything is read: a change committed from here on is newer than the mark.
         stock_mark_us = time.time_ns() // 1000
-        await self.store.start_run(run_id, channel, trigger, started_at)
+        kernel.catalog.invalidate()  # this run's catalog revision is the current one
+        snapshot = await kernel.catalog.snapshot()
+        salt = self._settings_hash(channel)
+        await self.store.start_run(
+            run_id, channel, trigger, started_at, marks=(snapshot.revision, stock_mark_us, salt.hex())
+        )
         counts = dict.fromkeys(
             ("total", "rendered", "unchanged", "created", "updated", "rejected", "withdrawn", "failed"), 0
         )
-        salt = self._settings_hash(channel)
         mode = "full"
         try:
-            snapshot = await kernel.catalog.snapshot()
             previous = None if full else await self.store.watermark(channel)
             if previous is not None and previous.settings_hash == salt.hex():
                 mode = "incremental"
@@ -154,9 +157,7 @@ class Publisher:
             await self.store.write_batch(rows, entries)
             if progress is not None and total == 0:
                 progress(0, 0)
-            await self.store.finish_run(
-                run_id, counts, now, mode=mode, marks=(snapshot.revision, stock_mark_us, salt.hex())
-            )
+            await self.store.finish_run(run_id, counts, now, mode=mode)
         except Exception as exc:
             log.exception("publishing to %s failed", channel)
             await self.store.finish_run(run_id, counts, kernel.clock(), error=repr(exc), mode=mode)
@@ -168,7 +169,9 @@ class Publisher:
     async def _changed_since(self, channel: str, previous: Watermark, snapshot: CatalogSnapshot) -> list[str]:
         """Products that may render differently than at the ``previous`` run, by id."""
         kernel = self.kernel
-        ids = set(await kernel.catalog.changed_ids(previous.catalog_revision))
+        # Changed after the previous marks and no later than this run's snapshot (a change after it
+        # is the next run's: this run's mark is the snapshot's revision).
+        ids = set(await kernel.catalog.changed_ids(previous.catalog_revision, upto=snapshot.revision))
         margin = STOCK_MARK_MARGIN_US
         moved = await kernel.inventory.moved_since(
             kernel.channels[channel].locations,

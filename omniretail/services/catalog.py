@@ -113,10 +113,11 @@ class CatalogService:
             self._checked_at = time.monotonic()
             return snap
 
-    async def changed_ids(self, since_revision: int) -> list[str]:
-        """Ids of products written (created, changed, archived) after a catalog revision."""
+    async def changed_ids(self, since_revision: int, *, upto: int | None = None) -> list[str]:
+        """Ids of products written (created, changed, archived) after a catalog revision (and at
+        or before ``upto``)."""
         async with self.uow.read() as tx:
-            return await tx.products.ids_changed_since(since_revision)
+            return await tx.products.ids_changed_since(since_revision, upto)
 
     def invalidate(self) -> None:
         self._checked_at = 0.0

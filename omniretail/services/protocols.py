@@ -58,8 +58,8 @@ class ProductRepository(Protocol):
         """Products (any status) written after ``catalog_revision``, by id."""
         ...
 
-    async def ids_changed_since(self, catalog_revision: int) -> list[str]:
-        """Ids of the products written after ``catalog_revision``."""
+    async def ids_changed_since(self, catalog_revision: int, upto: int | None = None) -> list[str]:
+        """Ids of the products written after ``catalog_revision`` (and at or before ``upto``)."""
         ...
 
 

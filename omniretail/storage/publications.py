@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from omniretail.storage import tables as t
@@ -76,6 +76,8 @@ class RunRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _CHUNK = 500
+#: A run still marked running after this long is taken for dead (its process was killed).
+OVERLAP_HORIZON = timedelta(hours=1)
 
 _RUN_COUNTS = ("total", "rendered", "unchanged", "created", "updated", "rejected", "withdrawn", "failed")
 
@@ -107,20 +109,46 @@ class PublicationStore:
             return list(await conn.scalars(select(p.c.product_id).where(p.c.channel == channel, p.c.status == status)))
 
     async def watermark(self, channel: str) -> Watermark | None:
-        """The marks of the channel's latest finished run, if it recorded them."""
+        """Where the next incremental run starts looking: the marks of the channel's latest
+        finished run, pulled back to those of any run that started before it and was still
+        writing when it started (finished later, failed later, or still running if younger than
+        :data:`OVERLAP_HORIZON`): such a run may have written older listings over newer ones, so
+        what it saw is looked at again. None when there is no finished run with marks."""
         r = t.publication_runs
+        columns = (r.c.id, r.c.catalog_revision, r.c.stock_mark_us, r.c.settings_hash, r.c.started_at)
         async with self.db.read() as conn:
-            row = (
+            last = (
                 await conn.execute(
-                    select(r.c.id, r.c.catalog_revision, r.c.stock_mark_us, r.c.settings_hash, r.c.started_at)
-                    .where(r.c.channel == channel, r.c.status == "done")
+                    select(*columns)
+                    .where(r.c.channel == channel, r.c.status == "done", r.c.catalog_revision.is_not(None))
                     .order_by(r.c.started_at.desc(), r.c.id.desc())
                     .limit(1)
                 )
             ).first()
-        if row is None or row.catalog_revision is None or row.stock_mark_us is None or row.settings_hash is None:
-            return None
-        return Watermark(row.id, row.catalog_revision, row.stock_mark_us, row.settings_hash, row.started_at)
+            if last is None or last.stock_mark_us is None or last.settings_hash is None:
+                return None
+            overlapping = (
+                await conn.execute(
+                    select(*columns).where(
+                        r.c.channel == channel,
+                        r.c.id != last.id,
+                        r.c.catalog_revision.is_not(None),
+                        r.c.started_at < last.started_at,
+                        or_(
+                            r.c.finished_at >= last.started_at,
+                            and_(r.c.finished_at.is_(None), r.c.started_at >= last.started_at - OVERLAP_HORIZON),
+                        ),
+                    )
+                )
+            ).all()
+        runs = [last, *overlapping]
+        return Watermark(
+            last.id,
+            min(x.catalog_revision for x in runs),
+            min(x.stock_mark_us for x in runs if x.stock_mark_us is not None),
+            last.settings_hash,
+            min(x.started_at for x in runs),
+        )
 
     async def write_batch(self, rows: Sequence[dict[str, Any]], log: Sequence[dict[str, Any]]) -> None:
         """Upsert publication rows and append their log entries, in one transaction."""
@@ -139,7 +167,12 @@ class PublicationStore:
             if log:
                 await conn.execute(insert(t.publication_log), list(log))
 
-    async def start_run(self, run_id: str, channel: str, trigger: str, now: datetime) -> None:
+    async def start_run(
+        self, run_id: str, channel: str, trigger: str, now: datetime, *, marks: tuple[int, int, str] | None = None
+    ) -> None:
+        """Record a run as running, with ``marks`` (catalog revision, wall-clock stock mark,
+        settings hash): what it reads is at least that fresh."""
+        catalog_revision, stock_mark_us, settings_hash = marks or (None, None, None)
         async with self.db.write() as conn:
             await conn.execute(
                 insert(t.publication_runs).values(
@@ -148,6 +181,9 @@ class PublicationStore:
                     status="running",
                     trigger=trigger,
                     started_at=now,
+                    catalog_revision=catalog_revision,
+                    stock_mark_us=stock_mark_us,
+                    settings_hash=settings_hash,
                     **dict.fromkeys(_RUN_COUNTS, 0),
                 )
             )
@@ -160,11 +196,8 @@ class PublicationStore:
         error: str | None = None,
         *,
         mode: str | None = None,
-        marks: tuple[int, int, str] | None = None,
     ) -> None:
-        """Close a run with its counts; a successful one records ``marks`` (catalog revision,
-        stock mark, settings hash) for the next incremental run."""
-        catalog_revision, stock_mark_us, settings_hash = marks if marks and not error else (None, None, None)
+        """Close a run with its counts (done, or failed with ``error``)."""
         async with self.db.write() as conn:
             await conn.execute(
                 update(t.publication_runs)
@@ -174,9 +207,6 @@ class PublicationStore:
                     finished_at=now,
                     error=error,
                     mode=mode,
-                    catalog_revision=catalog_revision,
-                    stock_mark_us=stock_mark_us,
-                    settings_hash=settings_hash,
                     **{k: counts.get(k, 0) for k in _RUN_COUNTS},
                 )
             )

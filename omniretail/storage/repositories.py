@@ -170,9 +170,11 @@ class SqlProducts:
         stmt = select(p.c.doc).where(p.c.catalog_revision > catalog_revision).order_by(p.c.id)
         return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
 
-    async def ids_changed_since(self, catalog_revision: int) -> list[str]:
+    async def ids_changed_since(self, catalog_revision: int, upto: int | None = None) -> list[str]:
         p = t.products
         stmt = select(p.c.id).where(p.c.catalog_revision > catalog_revision).order_by(p.c.id)
+        if upto is not None:
+            stmt = stmt.where(p.c.catalog_revision <= upto)
         return list(await self.conn.scalars(stmt))
 
 

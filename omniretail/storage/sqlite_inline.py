@@ -12,13 +12,16 @@ call directly. What a helper thread gave us, it keeps:
   a statement that meets ``SQLITE_BUSY`` (another process holds the write lock) is retried after
   an ``asyncio.sleep`` with backoff, until ``busy_timeout`` seconds have passed, then the error
   is raised as before. A statement refused with ``SQLITE_BUSY`` has had no effect, so retrying it
-  is safe (writes begin ``IMMEDIATE``: the lock is taken by ``BEGIN``, never mid-transaction).
+  is safe. This relies on the store's discipline: write transactions begin ``IMMEDIATE`` (the
+  lock is taken by ``BEGIN``, so no later statement of the transaction, no ``executemany`` half
+  way and no fetch can meet a lock), and reads never write.
 * Writers in this process still queue on :class:`~omniretail.storage.database.Database`'s asyncio
   lock, and readers never wait for writers (WAL).
 
-What it gives up: a long statement (loading a very large catalog) holds the loop while SQLite
-steps through it, where the helper thread let other requests run meanwhile. The catalog read
-model is loaded once per revision, so that is rare; PostgreSQL is the production store anyway.
+What it gives up: while SQLite works the loop does not run, so a long read (loading a very large
+catalog into the read model, a full publication run's reads) holds other requests for its length,
+where the helper thread let them run meanwhile. Those are rare (the read model is patched, not
+reloaded, on changes); PostgreSQL is the production store anyway.
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ _FIRST_DELAY = 0.001
 _MAX_DELAY = 0.05
 
 
+#: SQLITE_BUSY and SQLITE_BUSY_RECOVERY: another connection holds a lock, retrying may succeed.
+#: (Not SQLITE_BUSY_SNAPSHOT: a read transaction that cannot become a writer; no retry helps.)
+_RETRYABLE = frozenset({5, 5 | (1 << 8)})
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
-        return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+        return code in _RETRYABLE
     return str(exc).startswith("database is locked")
 
 

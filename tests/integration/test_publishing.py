@@ -175,6 +175,103 @@ async def test_incremental_runs_see_lapsed_holds_and_late_commits(probe: Any, cl
     assert plugin.rendered == ["p-3"] and late.updated == 1
 
 
+async def test_a_slow_run_that_overlapped_is_looked_at_again(probe: Any, clock: FakeClock) -> None:
+    """Run A starts, P changes, run B publishes P as changed and finishes, then A (slow) finishes
+    and writes P as it saw it. The next incremental run must look at P again."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert, update
+
+    from omniretail.storage import tables as t
+
+    kernel, plugin = probe
+    publisher = Publisher(kernel)
+    await publisher.publish("probe")
+    store = PublicationStore(kernel.db)
+    p1 = (await kernel.catalog.snapshot()).by_handle["p-1"]
+    stale = await store.record("probe", p1.id)  # what a run started now would write for P-1
+    first = (await store.runs(channel="probe"))[0]
+    async with kernel.db.read() as conn:
+        marks = (
+            await conn.execute(
+                select(
+                    t.publication_runs.c.catalog_revision,
+                    t.publication_runs.c.stock_mark_us,
+                    t.publication_runs.c.settings_hash,
+                ).where(t.publication_runs.c.id == first.id)
+            )
+        ).one()
+    a_started = clock()
+    clock.advance(seconds=1)
+    await kernel.catalog.update(p1.id, draft("P-1", price=2500, brand="Acme"))
+    b = await publisher.publish("probe")  # B renders the new P-1
+    assert b.updated == 1
+    clock.advance(seconds=1)
+    # A finishes now, having written P-1 as of its start.
+    assert stale is not None
+    async with kernel.db.write() as conn:
+        await conn.execute(
+            insert(t.publication_runs).values(
+                id="run_slow_a",
+                channel="probe",
+                status="done",
+                trigger="test",
+                started_at=a_started,
+                finished_at=clock(),
+                catalog_revision=marks.catalog_revision,
+                stock_mark_us=marks.stock_mark_us,
+                settings_hash=marks.settings_hash,
+                total=0,
+                rendered=0,
+                unchanged=0,
+                created=0,
+                updated=0,
+                rejected=0,
+                withdrawn=0,
+                failed=0,
+            )
+        )
+        await conn.execute(
+            update(t.publications)
+            .where(t.publications.c.channel == "probe", t.publications.c.product_id == p1.id)
+            .values(input_hash=stale.input_hash, content_hash=stale.content_hash, content=stale.content)
+        )
+    plugin.rendered.clear()
+    clock.advance(seconds=1)
+    again = await publisher.publish("probe")
+    assert "p-1" in plugin.rendered and again.updated == 1  # A's overwrite is repaired
+    record = await store.record("probe", p1.id)
+    assert record is not None and msgspec.json.decode(record.content or b"")["price"] == 2500
+    # The run after that starts from the repair run's own marks again.
+    assert (await publisher.publish("probe")).total == 0
+    # A run still marked running pulls the marks back while it may be alive, not when dead.
+    last = (await store.runs(channel="probe"))[0]
+    for run_id, started in (("run_alive", last.started_at - timedelta(minutes=5)), ("run_dead", None)):
+        async with kernel.db.write() as conn:
+            await conn.execute(
+                insert(t.publication_runs).values(
+                    id=run_id,
+                    channel="probe",
+                    status="running",
+                    trigger="test",
+                    started_at=started or last.started_at - timedelta(hours=2),
+                    catalog_revision=0 if run_id == "run_dead" else 1,
+                    stock_mark_us=1,
+                    settings_hash="x",
+                    total=0,
+                    rendered=0,
+                    unchanged=0,
+                    created=0,
+                    updated=0,
+                    rejected=0,
+                    withdrawn=0,
+                    failed=0,
+                )
+            )
+    mark = await store.watermark("probe")
+    assert mark is not None and mark.run_id == last.id and mark.catalog_revision == 1  # alive: yes; dead: no
+
+
 async def test_changed_channel_settings_make_a_full_run(probe: Any) -> None:
     kernel, plugin = probe
     publisher = Publisher(kernel)

@@ -191,6 +191,11 @@ async def test_another_customers_cart_order_and_timeline_are_404(served: Served,
             ("PUT", f"/v1/carts/{open_cart}/coupon", {"code": "FREE"}),
             ("POST", f"/v1/carts/{open_cart}/handoff", {}),
             ("POST", f"/v1/carts/{open_cart}/checkout", {"email": "thief@example.com"}),
+            (
+                "POST",
+                f"/v1/carts/{open_cart}/checkout",
+                {"email": "thief@example.com", "payment": {"provider": "pickup"}},
+            ),
         ]
         for method, path, data in writes:
             r = await client.request(method, path, json=data, headers={**who, "Idempotency-Key": idem_key()})

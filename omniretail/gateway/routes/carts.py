@@ -241,6 +241,9 @@ class CartController(Controller):
     ) -> OrderOut:
         principal = caller(request)
         key = request.headers.get("idempotency-key")
+        if data.payment is not None:
+            # A paid checkout may resume an earlier attempt before it reads the cart: check here.
+            await visible_cart(kernel, cart_id, principal)
         try:
             order = await kernel.orders.checkout(
                 CheckoutRequest(
@@ -262,6 +265,7 @@ class CartController(Controller):
         except CartClosed:
             # A retry taking over a key whose first attempt died after committing: finish it.
             if request.scope.get("state", {}).get("idempotency_takeover"):
+                await visible_cart(kernel, cart_id, principal)
                 existing = await kernel.orders.by_cart(cart_id)
                 if existing is not None:
                     return order_out(existing)

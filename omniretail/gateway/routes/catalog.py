@@ -71,7 +71,11 @@ class CatalogController(Controller):
 
         async def build() -> Page[ProductOut]:
             items, more = snapshot.page(
-                decode_cursor(cursor), limit, brand=brand, category=category, needle=q.lower() if q else None
+                decode_cursor(cursor),
+                limit,
+                brand=brand or None,
+                category=category or None,
+                needle=q.lower() if q else None,
             )
             skus = [v.sku for p in items for v in p.variants]
             available = await kernel.inventory.available(skus, channel_locations(kernel, principal))
