@@ -45,6 +45,8 @@ RENDER_ATTEMPTS = 3
 #: stamped before that mark but committed after the run read stock (a transaction in flight, or
 #: another host's clock running behind) is still found if it is less than this much older.
 STOCK_MARK_MARGIN_US = 60_000_000
+#: Decoded candidate products a publisher keeps between channels (about 4 KB each).
+DECODED_LIMIT = 20_000
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 Progress = Callable[[int, int], None]
@@ -65,6 +67,8 @@ class Publisher:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.store = PublicationStore(kernel.db)
+        #: Candidate products decoded for one snapshot, shared by the channels' incremental runs.
+        self._decoded: tuple[CatalogSnapshot, dict[str, Product]] | None = None
 
     def channels(self, only: str | None = None) -> list[str]:
         names = sorted(self.kernel.channels)
@@ -120,7 +124,7 @@ class Publisher:
             if previous is not None and previous.settings_hash == salt.hex():
                 mode = "incremental"
                 candidates = await self._changed_since(channel, previous, snapshot)
-                products: Sequence[Product] = [snapshot.by_id[pid] for pid in candidates if pid in snapshot.by_id]
+                products: Sequence[Product] = self._products(snapshot, candidates)
                 existing = await self.store.current(channel, candidates)
                 stock = await self._stock([v.sku for p in products for v in p.variants], ctx.locations)
             else:
@@ -184,6 +188,21 @@ class Publisher:
                 ids.add(hit[0].id)
         ids.update(await self.store.product_ids(channel, "failed"))
         return sorted(ids)
+
+    def _products(self, snapshot: CatalogSnapshot, ids: list[str]) -> list[Product]:
+        """The snapshot's products of ``ids``, decoded once for all the channels this publisher
+        goes through (each channel's candidates are mostly the same changed products)."""
+        cached = self._decoded if self._decoded is not None and self._decoded[0] is snapshot else None
+        known = cached[1] if cached is not None else {}
+        missing = [pid for pid in ids if pid not in known]
+        if missing:
+            fresh = snapshot.products_with_ids(missing)
+            if len(known) + len(fresh) <= DECODED_LIMIT:
+                known = {**known, **{p.id: p for p in fresh}}
+                self._decoded = (snapshot, known)
+            else:
+                known = {**{pid: known[pid] for pid in ids if pid in known}, **{p.id: p for p in fresh}}
+        return [known[pid] for pid in ids if pid in known]
 
     async def _stock(self, skus: list[str], locations: tuple[str, ...]) -> dict[str, int]:
         stock: dict[str, int] = {}

@@ -106,6 +106,20 @@ class CatalogSnapshot:
             offset = start - self._block_starts[block_no] if block_no == first else 0
             yield from products[offset:]
 
+    def products_with_ids(self, ids: Iterable[str]) -> list[Product]:
+        """The products of these ids that are in the snapshot, in id order; each block decoded
+        once (and not cached: a batch does not evict what requests are using)."""
+        positions = sorted({pos for pid in ids if (pos := self.position(pid)) is not None})
+        found: list[Product] = []
+        block_no, decoded = -1, None
+        for pos in positions:
+            wanted = self._block_of(pos)
+            if wanted != block_no or decoded is None:
+                block_no = wanted
+                decoded = self._cache.get(block_no) or _unpack(self._blocks[block_no])
+            found.append(decoded[pos - self._block_starts[block_no]])
+        return found
+
     @property
     def products(self) -> _Products:
         return _Products(self)

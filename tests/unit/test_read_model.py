@@ -50,6 +50,8 @@ def check(snap: CatalogSnapshot, expected: dict[str, Product]) -> None:
     assert "prod_missing" not in snap.by_id and "nope" not in snap.by_sku
     with pytest.raises(KeyError):
         snap.by_id["prod_missing"]
+    some = [p.id for p in ordered[::3]]
+    assert snap.products_with_ids([*reversed(some), "prod_missing"]) == ordered[::3]
     # Pages with filters walk the same order as a list would.
     for brand, category, needle in ((None, None, None), ("Acme", None, None), (None, "food", "item 1")):
         want = [
