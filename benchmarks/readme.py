@@ -20,7 +20,8 @@ def table(run: dict[str, object]) -> str:
     machine = run["machine"]
     assert isinstance(machine, dict)
     lines = [
-        f"Latest run: `python -m benchmarks --{run['mode']}` ({run['seconds']} s, {machine['cpus']} cores, "
+        f"Latest run: `python -m benchmarks{' --quick' if run['mode'] == 'quick' else ''}` "
+        f"({run['mode']}, {run['seconds']} s, {machine['cpus']} cores, "
         f"load generator {machine['load_generator']}, load average at start {machine['loadavg_start'][0]}).",
         "",
         "| metric | value | target | met |",

@@ -34,13 +34,34 @@ _encoder = msgspec.msgpack.Encoder()
 _block_decoder = msgspec.msgpack.Decoder(list[Product])
 
 
+_raw_list = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_product_decoder = msgspec.msgpack.Decoder(Product)
+
+# A block is a zlib-compressed msgpack array whose items are each product's own msgpack bytes:
+# splitting a block into those (``_raws``) costs microseconds, so a change re-packs its block and
+# a lookup decodes its one product without decoding the other fifteen.
+
+
+def _pack_raw(items: Sequence[bytes | msgspec.Raw]) -> bytes:
+    return zlib.compress(_encoder.encode([msgspec.Raw(x) if isinstance(x, bytes) else x for x in items]), 1)
+
+
 def _pack(products: Sequence[Product]) -> bytes:
-    return zlib.compress(_encoder.encode(list(products)), 1)
+    return _pack_raw([_encoder.encode(p) for p in products])
+
+
+def _raws(block: bytes) -> list[msgspec.Raw]:
+    raws: list[msgspec.Raw] = _raw_list.decode(zlib.decompress(block))
+    return raws
+
+
+def _decode(raw: msgspec.Raw | bytes) -> Product:
+    product: Product = _product_decoder.decode(raw)
+    return product
 
 
 def _unpack(block: bytes) -> list[Product]:
-    products: list[Product] = _block_decoder.decode(zlib.decompress(block))
-    return products
+    return [_decode(raw) for raw in _raws(block)]
 
 
 class CatalogSnapshot:
@@ -111,13 +132,17 @@ class CatalogSnapshot:
         once (and not cached: a batch does not evict what requests are using)."""
         positions = sorted({pos for pid in ids if (pos := self.position(pid)) is not None})
         found: list[Product] = []
-        block_no, decoded = -1, None
+        block_no = -1
+        cached: list[Product] | None = None
+        raws: list[msgspec.Raw] = []
         for pos in positions:
             wanted = self._block_of(pos)
-            if wanted != block_no or decoded is None:
+            if wanted != block_no:
                 block_no = wanted
-                decoded = self._cache.get(block_no) or _unpack(self._blocks[block_no])
-            found.append(decoded[pos - self._block_starts[block_no]])
+                cached = self._cache.get(block_no)
+                raws = [] if cached is not None else _raws(self._blocks[block_no])
+            offset = pos - self._block_starts[block_no]
+            found.append(cached[offset] if cached is not None else _decode(raws[offset]))
         return found
 
     @property
@@ -194,43 +219,51 @@ class CatalogSnapshot:
             for product in added:
                 at = min(bisect.bisect_left(self._ids, product.id), len(self._ids) - 1)
                 touched.add(self._block_of(at))
-        gone: set[str] = set()  # ids whose index entries are rebuilt (every product of a touched block)
+        gone = {pid for pid in replaced if self.position(pid) is not None}  # their index entries go
         blocks: list[bytes] = []
-        rows: list[list[Product] | None] = []  # decoded (and changed) block contents, or None: shared
+        # Per new block: None (an old block, shared) or its entries: (id, old position or None,
+        # the new product or None).
+        rows: list[list[tuple[str, int | None, Product | None]] | None] = []
         pending = list(added)
+        last_touched = max(touched) if touched else -1
         for block_no, block in enumerate(self._blocks):
             if block_no not in touched:
                 blocks.append(block)
                 rows.append(None)
                 continue
-            content: list[Product] = []
-            for product in self._decoded(block_no):
-                gone.add(product.id)
-                current = replaced.get(product.id, product)
-                if current.status is ProductStatus.ACTIVE:
-                    content.append(current)
-            # New products sorting inside or after this block join it (the last touched block
-            # takes whatever sorts after everything).
-            last_touched = block_no == max(touched)
+            lo = self._block_starts[block_no]
+            entries: list[tuple[str, int | None, Product | None]] = []
+            payload: dict[str, msgspec.Raw | bytes] = {}
+            for offset, raw in enumerate(_raws(block)):
+                pid = self._ids[lo + offset]
+                current = replaced.get(pid)
+                if current is None:
+                    entries.append((pid, lo + offset, None))
+                    payload[pid] = raw
+                elif current.status is ProductStatus.ACTIVE:
+                    entries.append((pid, None, current))
+                    payload[pid] = _encoder.encode(current)
+            # New products sorting inside or before the next block join this one (the last
+            # touched block takes whatever sorts after everything).
             upper = self._ids[self._block_starts[block_no + 1]] if block_no + 1 < len(self._blocks) else None
             keep: list[Product] = []
             for product in pending:
-                if last_touched or (upper is not None and product.id < upper):
-                    content.append(product)
+                if block_no == last_touched or (upper is not None and product.id < upper):
+                    entries.append((product.id, None, product))
+                    payload[product.id] = _encoder.encode(product)
                 else:
                     keep.append(product)
             pending = keep
-            content.sort(key=lambda p: p.id)
-            for start in range(0, max(1, len(content)), BLOCK):
-                part = content[start : start + BLOCK]
-                if part:
-                    blocks.append(_pack(part))
-                    rows.append(part)
+            entries.sort(key=lambda e: e[0])
+            for start in range(0, len(entries), BLOCK):
+                part = entries[start : start + BLOCK]
+                blocks.append(_pack_raw([payload[e[0]] for e in part]))
+                rows.append(part)
         for start in range(0, len(pending), BLOCK):  # the snapshot was empty
-            part = pending[start : start + BLOCK]
-            blocks.append(_pack(part))
-            rows.append(part)
-        # Rebuild the per-position columns: shared blocks copy theirs, re-encoded ones read theirs.
+            part_products = pending[start : start + BLOCK]
+            blocks.append(_pack(part_products))
+            rows.append([(p.id, None, p) for p in part_products])
+        # Rebuild the per-position columns: shared blocks copy theirs, re-packed ones per entry.
         new._block_starts = []
         new._ids, new._brands, new._categories = [], [], []
         titles = _TitlesBuilder()
@@ -244,18 +277,23 @@ class CatalogSnapshot:
                 lo = self._block_starts[old_no]
                 hi = self._block_starts[old_no + 1] if old_no + 1 < len(self._block_starts) else len(self._ids)
                 new._ids.extend(self._ids[lo:hi])
-                for i in range(lo, hi):
-                    titles.add(self._titles.at(i))
+                titles.add_range(self._titles, lo, hi)
                 new._brands.extend(self._brands[lo:hi])
                 new._categories.extend(self._categories[lo:hi])
-            else:
-                for product in row:
-                    new._ids.append(product.id)
-                    titles.add(product.title)
-                    new._brands.append(_intern(product.brand))
-                    new._categories.append(_intern(product.category))
-                    handle_pairs.append((product.handle, product.id))
-                    sku_pairs.extend((variant.sku, product.id) for variant in product.variants)
+                continue
+            for pid, old_pos, fresh in row:
+                new._ids.append(pid)
+                if fresh is None:
+                    assert old_pos is not None
+                    titles.add(self._titles.at(old_pos))
+                    new._brands.append(self._brands[old_pos])
+                    new._categories.append(self._categories[old_pos])
+                else:
+                    titles.add(fresh.title)
+                    new._brands.append(_intern(fresh.brand))
+                    new._categories.append(_intern(fresh.category))
+                    handle_pairs.append((fresh.handle, fresh.id))
+                    sku_pairs.extend((variant.sku, fresh.id) for variant in fresh.variants)
         new._blocks = blocks
         new._titles = titles.finish()
         new._handles = self._handles.rebuilt(gone, handle_pairs)
@@ -342,10 +380,34 @@ class _SortedIndex:
         return len(self.keys)
 
     def rebuilt(self, dropped_ids: set[str], added: list[tuple[str, str]]) -> _SortedIndex:
-        """This index without the entries of ``dropped_ids``, with ``added``."""
-        entries = {k: v for k, v in zip(self.keys, self.values, strict=True) if v not in dropped_ids}
-        entries.update(added)
-        return _SortedIndex(entries)
+        """This index without the entries of ``dropped_ids``, with ``added`` (merged in order:
+        a small change costs a pass over the lists, not a sort of them)."""
+        if dropped_ids:
+            keep = [i for i, v in enumerate(self.values) if v not in dropped_ids]
+            keys = [self.keys[i] for i in keep]
+            values = [self.values[i] for i in keep]
+        else:
+            keys, values = self.keys, self.values
+        new = object.__new__(_SortedIndex)
+        if not added:
+            new.keys, new.values = list(keys), list(values)
+            return new
+        merged_keys: list[str] = []
+        merged_values: list[str] = []
+        at = 0
+        for key, value in sorted(dict(added).items()):
+            i = bisect.bisect_left(keys, key, at)
+            merged_keys.extend(keys[at:i])
+            merged_values.extend(values[at:i])
+            if i < len(keys) and keys[i] == key:  # a key moved to another product: the new one wins
+                i += 1
+            merged_keys.append(key)
+            merged_values.append(value)
+            at = i
+        merged_keys.extend(keys[at:])
+        merged_values.extend(values[at:])
+        new.keys, new.values = merged_keys, merged_values
+        return new
 
 
 class _Titles:
@@ -396,6 +458,23 @@ class _TitlesBuilder:
         self._at += len(cleaned) + 1
         self._current.append(cleaned)
         if len(self._current) >= 256:
+            self._chunks.append("\n".join(self._current) + "\n")
+            self._current = []
+
+    def add_range(self, titles: _Titles, lo: int, hi: int) -> None:
+        """Titles ``lo``..``hi`` (exclusive) of another index, copied as one slice."""
+        if hi <= lo:
+            return
+        self._flush_current()
+        start = titles.offsets[lo]
+        end = titles.offsets[hi] if hi < len(titles.offsets) else len(titles.text)
+        shift = self._at - start
+        self.offsets.extend(offset + shift for offset in titles.offsets[lo:hi])
+        self._chunks.append(titles.text[start:end])
+        self._at += end - start
+
+    def _flush_current(self) -> None:
+        if self._current:
             self._chunks.append("\n".join(self._current) + "\n")
             self._current = []
 
