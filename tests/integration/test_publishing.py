@@ -175,6 +175,12 @@ async def test_incremental_runs_see_lapsed_holds_and_late_commits(probe: Any, cl
     assert plugin.rendered == ["p-3"] and late.updated == 1
 
 
+#: A publication run row's counts, all zero (runs inserted by hand below).
+NO_COUNTS = dict.fromkeys(
+    ("total", "rendered", "unchanged", "created", "updated", "rejected", "withdrawn", "failed"), 0
+)
+
+
 async def test_a_slow_run_that_overlapped_is_looked_at_again(probe: Any, clock: FakeClock) -> None:
     """Run A starts, P changes, run B publishes P as changed and finishes, then A (slow) finishes
     and writes P as it saw it. The next incremental run must look at P again."""
@@ -221,14 +227,7 @@ async def test_a_slow_run_that_overlapped_is_looked_at_again(probe: Any, clock: 
                 catalog_revision=marks.catalog_revision,
                 stock_mark_us=marks.stock_mark_us,
                 settings_hash=marks.settings_hash,
-                total=0,
-                rendered=0,
-                unchanged=0,
-                created=0,
-                updated=0,
-                rejected=0,
-                withdrawn=0,
-                failed=0,
+                **NO_COUNTS,
             )
         )
         await conn.execute(
@@ -258,14 +257,7 @@ async def test_a_slow_run_that_overlapped_is_looked_at_again(probe: Any, clock: 
                     catalog_revision=0 if run_id == "run_dead" else 1,
                     stock_mark_us=1,
                     settings_hash="x",
-                    total=0,
-                    rendered=0,
-                    unchanged=0,
-                    created=0,
-                    updated=0,
-                    rejected=0,
-                    withdrawn=0,
-                    failed=0,
+                    **NO_COUNTS,
                 )
             )
     mark = await store.watermark("probe")
