@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from standardwebhooks import Webhook
 
 from omniretail import __version__
@@ -47,7 +46,7 @@ from omniretail.domain.ids import new_id
 from omniretail.kernel import Kernel
 from omniretail.services.clock import Clock, system_clock
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
+from omniretail.storage.database import Database, dialect_insert
 from omniretail.worker import backoff_delay
 
 if TYPE_CHECKING:
@@ -147,10 +146,6 @@ class WebhookStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _insert(self, conn_dialect: str) -> Any:
-        dialect = sqlite if conn_dialect == "sqlite" else postgresql
-        return dialect.insert(t.webhook_deliveries)
-
     async def active_subscriptions(self) -> list[tuple[str, list[str]]]:
         """(id, event type patterns) of every active subscription."""
         s = t.webhook_subscriptions
@@ -173,7 +168,7 @@ class WebhookStore:
             if seq is None:  # not a stored event (a plugin called dispatch by hand): nothing to key on
                 return 0
             stmt = (
-                self._insert(conn.dialect.name)
+                dialect_insert(conn, t.webhook_deliveries)
                 .values(
                     [
                         {

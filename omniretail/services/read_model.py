@@ -416,11 +416,9 @@ class _Titles:
 
     __slots__ = ("offsets", "text")
 
-    def __init__(self, titles: Iterable[str]) -> None:
-        builder = _TitlesBuilder()
-        for title in titles:
-            builder.add(title)
-        self.text, self.offsets = builder.parts()
+    def __init__(self, text: str, offsets: array[int]) -> None:
+        self.text = text
+        self.offsets = offsets
 
     def at(self, index: int) -> str:
         end = self.offsets[index + 1] - 1 if index + 1 < len(self.offsets) else len(self.text) - 1
@@ -458,8 +456,7 @@ class _TitlesBuilder:
         self._at += len(cleaned) + 1
         self._current.append(cleaned)
         if len(self._current) >= 256:
-            self._chunks.append("\n".join(self._current) + "\n")
-            self._current = []
+            self._flush_current()
 
     def add_range(self, titles: _Titles, lo: int, hi: int) -> None:
         """Titles ``lo``..``hi`` (exclusive) of another index, copied as one slice."""
@@ -478,16 +475,9 @@ class _TitlesBuilder:
             self._chunks.append("\n".join(self._current) + "\n")
             self._current = []
 
-    def parts(self) -> tuple[str, array[int]]:
-        if self._current:
-            self._chunks.append("\n".join(self._current) + "\n")
-            self._current = []
-        return "".join(self._chunks), self.offsets
-
     def finish(self) -> _Titles:
-        titles = object.__new__(_Titles)
-        titles.text, titles.offsets = self.parts()
-        return titles
+        self._flush_current()
+        return _Titles("".join(self._chunks), self.offsets)
 
 
 _interned: dict[str, str] = {}

@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -25,6 +26,12 @@ from omniretail.storage.sqlite_inline import inline_creator
 
 _WRITE = "omniretail_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT for ``conn``'s database that knows ``ON CONFLICT`` (SQLite's or PostgreSQL's)."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    return dialect.insert(table)
 
 
 def normalize_url(url: str, base_dir: Path | None = None) -> str:

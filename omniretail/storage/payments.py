@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +34,7 @@ from omniretail.domain.payment import (
     Wallet,
 )
 from omniretail.storage import tables as t
+from omniretail.storage.database import dialect_insert
 
 _lines_codec = msgspec.json.Decoder(tuple[AttemptLine, ...])
 _json = msgspec.json.Encoder()
@@ -453,8 +453,7 @@ class SqlWallets:
 
     async def ensure(self, customer_id: str, currency: str, now: datetime) -> None:
         """Create the customer's empty wallet unless it exists (safe under concurrency)."""
-        dialect = sqlite if self.conn.dialect.name == "sqlite" else postgresql
-        stmt = dialect.insert(t.wallets).values(
+        stmt = dialect_insert(self.conn, t.wallets).values(
             customer_id=customer_id, currency=currency, balance=0, points=0, lifetime_spend=0, updated_at=now
         )
         await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["customer_id"]))

@@ -8,10 +8,9 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
+from omniretail.storage.database import Database, dialect_insert
 
 
 class Current(msgspec.Struct, frozen=True):
@@ -156,8 +155,7 @@ class PublicationStore:
             return
         async with self.db.write() as conn:
             if rows:
-                dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-                stmt = dialect.insert(t.publications)
+                stmt = dialect_insert(conn, t.publications)
                 keys = ("channel", "product_id")
                 stmt = stmt.on_conflict_do_update(
                     index_elements=list(keys),

@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,7 +25,7 @@ from omniretail.domain.inventory import Reservation, ReservationStatus, StockLev
 from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
 from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
+from omniretail.storage.database import Database, dialect_insert
 from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
 
 _product_decoder = msgspec.json.Decoder(Product)
@@ -48,14 +47,12 @@ def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
     key = (conn.dialect.name, table.name)
     stmt = _IGNORING.get(key)
     if stmt is None:
-        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-        stmt = _IGNORING[key] = dialect.insert(table).on_conflict_do_nothing()
+        stmt = _IGNORING[key] = dialect_insert(conn, table).on_conflict_do_nothing()
     return stmt
 
 
 def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = dialect.insert(table).values(**values)
+    stmt = dialect_insert(conn, table).values(**values)
     updates = {k: stmt.excluded[k] for k in values if k not in keys}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
@@ -132,12 +129,6 @@ class SqlProducts:
             stmt = stmt.where(t.products.c.brand == brand)
         if q:
             stmt = stmt.where(t.products.c.title.ilike(f"%{q}%"))
-        return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
-
-    async def all(self, status: str | None = None) -> list[Product]:
-        stmt = select(t.products.c.doc).order_by(t.products.c.id)
-        if status:
-            stmt = stmt.where(t.products.c.status == status)
         return [_product_decoder.decode(doc) for doc in await self.conn.scalars(stmt)]
 
     async def revisions(self, product_id: str) -> list[tuple[int, datetime, str]]:

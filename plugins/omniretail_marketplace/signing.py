@@ -28,12 +28,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
+from omniretail.storage.database import Database, dialect_insert
 
 #: How far a delivery's timestamp may be from now, either way.
 TOLERANCE = timedelta(minutes=5)
@@ -164,9 +163,8 @@ class Deliveries:
     async def record(self, delivery_id: str, now: datetime, result: str) -> bool:
         """Record a processed delivery; False if it was recorded already (by a concurrent copy)."""
         async with self.db.write() as conn:
-            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
             stmt = (
-                dialect.insert(t.inbound_deliveries)
+                dialect_insert(conn, t.inbound_deliveries)
                 .values(channel=self.channel, delivery_id=delivery_id, received_at=now, result=result)
                 .on_conflict_do_nothing(index_elements=["channel", "delivery_id"])
             )

@@ -23,12 +23,11 @@ from typing import Literal
 
 import msgspec
 from sqlalchemy import delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from omniretail.gateway.problems import ApiError
 from omniretail.services.clock import Clock
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
+from omniretail.storage.database import Database, dialect_insert
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 #: A claim whose processing never finished (the process died) may be taken over after this.
@@ -259,9 +258,8 @@ class Deliveries:
         d = t.inbound_deliveries
         now = self.clock()
         async with self.db.write() as conn:
-            dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
             inserted = await conn.execute(
-                dialect.insert(d)
+                dialect_insert(conn, d)
                 .values(channel=self.channel, delivery_id=delivery_id, received_at=now, result=None)
                 .on_conflict_do_nothing(index_elements=["channel", "delivery_id"])
                 .returning(d.c.delivery_id)
