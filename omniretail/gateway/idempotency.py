@@ -41,8 +41,7 @@ from sqlalchemy import bindparam, delete, select, update
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.problems import NOT_FINAL, ApiError
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database
-from omniretail.storage.repositories import insert_or_ignore
+from omniretail.storage.database import Database, insert_or_ignore
 
 _COMPLETE = (
     update(t.idempotency_keys)

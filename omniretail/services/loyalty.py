@@ -107,22 +107,43 @@ class LoyaltyService:
     async def earn_for_order(self, order: Order, *, channel: str = "system") -> LedgerEntry | None:
         """Points (and tier spend) for an order, once: a repeat changes nothing. None when the
         order has no customer, is in another currency, or the programme is off."""
-        if order.customer_id is None or order.currency != self.currency:
+        return await self.earn(
+            order.customer_id,
+            order_id=order.id,
+            number=order.number,
+            total=order.total,
+            currency=order.currency,
+            channel=channel,
+        )
+
+    async def earn(
+        self,
+        customer_id: str | None,
+        *,
+        order_id: str,
+        number: str,
+        total: int,
+        currency: str,
+        channel: str = "system",
+    ) -> LedgerEntry | None:
+        """:meth:`earn_for_order` from the order's figures alone (an ``order.placed`` event
+        carries them all), without loading the order."""
+        if customer_id is None or currency != self.currency:
             return None
         if self.points_per_unit == 0 and not self.tiers:
             return None
-        points = order.total // 10 ** minor_exponent(order.currency) * self.points_per_unit
+        points = total // 10 ** minor_exponent(currency) * self.points_per_unit
         return await self._write(
-            order.customer_id,
+            customer_id,
             LedgerKind.EARN,
             0,
             points,
-            order.total,
-            f"earn:{order.id}",
+            total,
+            f"earn:{order_id}",
             channel=channel,
             actor="system",
-            note=f"order {order.number}",
-            order_id=order.id,
+            note=f"order {number}",
+            order_id=order_id,
         )
 
     async def _write(
@@ -147,9 +168,10 @@ class LoyaltyService:
                 existing = await tx.wallets.entry(reference)
                 if existing is not None:
                     return existing
-                customer = await tx.customers.get(customer_id)
-                if customer is not None and customer.merged_into:
-                    customer_id = customer.merged_into
+                standing = await tx.customers.standing(customer_id)
+                if standing is not None and standing[0]:
+                    customer_id = standing[0]
+                    standing = await tx.customers.standing(customer_id)
                 await tx.wallets.ensure(customer_id, self.currency, now)
                 after = await tx.wallets.change(customer_id, amount=amount, points=points, spend=spend, now=now)
                 if after is None:
@@ -175,8 +197,8 @@ class LoyaltyService:
                 # A concurrent write with the same reference loses here and rolls back its change.
                 entry = msgspec.structs.replace(entry, seq=await tx.wallets.append(entry))
                 await self._record(tx, entry)
-                if spend:
-                    await self._retier(tx, customer_id, lifetime_spend, channel=channel)
+                if spend and standing is not None:
+                    await self._retier(tx, customer_id, standing[1], lifetime_spend, channel=channel)
                 return entry
         except DuplicateReference:
             async with self.uow.read() as tx:
@@ -236,15 +258,15 @@ class LoyaltyService:
         reached = [tier.name for tier in self.tiers if tier.min_spend <= lifetime_spend]
         return reached[-1] if reached else None
 
-    async def _retier(self, tx: Transaction, customer_id: str, lifetime_spend: int, *, channel: str) -> None:
-        """Move the customer up to the tier their spend reached. A tier staff set by hand that is
-        not a programme tier is left alone; a programme tier is never lowered here."""
+    async def _retier(
+        self, tx: Transaction, customer_id: str, current: str | None, lifetime_spend: int, *, channel: str
+    ) -> None:
+        """Move the customer up from ``current`` to the tier their spend reached. A tier staff set
+        by hand that is not a programme tier is left alone; a programme tier is never lowered here."""
         target = self.tier_for(lifetime_spend)
-        customer = await tx.customers.get(customer_id)
-        if target is None or customer is None or customer.tier == target:
+        if target is None or current == target:
             return
         names = [tier.name for tier in self.tiers]
-        current = customer.tier
         if current is not None and (current not in names or names.index(current) > names.index(target)):
             return
         await tx.customers.set_tier(customer_id, target)
@@ -255,7 +277,7 @@ class LoyaltyService:
                 channel=channel,
                 actor="system",
                 customer_id=customer_id,
-                from_tier=customer.tier,
+                from_tier=current,
                 to_tier=target,
                 lifetime_spend=lifetime_spend,
             )

@@ -144,6 +144,9 @@ class OrderRepository(Protocol):
 
 class CustomerRepository(Protocol):
     async def get(self, customer_id: str) -> Customer | None: ...
+    async def standing(self, customer_id: str) -> tuple[str | None, str | None] | None:
+        """``(merged_into, tier)`` of the record, without reading its identities; None if absent."""
+
     async def insert(self, customer: Customer) -> None: ...
     async def find(self, identity: Identity) -> str | None:
         """The customer id that owns this (normalised) identity."""

@@ -34,6 +34,19 @@ def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
     return dialect.insert(table)
 
 
+_IGNORING: dict[tuple[str, str], Any] = {}
+
+
+def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (built once per dialect and table): a duplicate
+    leaves rowcount 0 instead of raising (one statement, where a savepoint costs three)."""
+    key = (conn.dialect.name, table.name)
+    stmt = _IGNORING.get(key)
+    if stmt is None:
+        stmt = _IGNORING[key] = dialect_insert(conn, table).on_conflict_do_nothing()
+    return stmt
+
+
 def normalize_url(url: str, base_dir: Path | None = None) -> str:
     """Pick the async driver for a plain URL and resolve a relative SQLite path against the
     configuration file's folder (so the store does not depend on the working directory)."""

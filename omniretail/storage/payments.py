@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,11 +34,40 @@ from omniretail.domain.payment import (
     Wallet,
 )
 from omniretail.storage import tables as t
-from omniretail.storage.database import dialect_insert
+from omniretail.storage.database import insert_or_ignore
 
 _lines_codec = msgspec.json.Decoder(tuple[AttemptLine, ...])
 _json = msgspec.json.Encoder()
 _LIVE = [s.value for s in LIVE_ATTEMPTS]
+
+# Hot statements (every order's loyalty earn), built once.
+_w = t.wallets
+_CHANGE_WALLET = (
+    update(_w)
+    .where(
+        _w.c.customer_id == bindparam("w_customer_id"),
+        _w.c.balance >= bindparam("w_min_balance"),
+        _w.c.points >= bindparam("w_min_points"),
+    )
+    .values(
+        balance=_w.c.balance + bindparam("w_amount"),
+        points=_w.c.points + bindparam("w_points"),
+        lifetime_spend=_w.c.lifetime_spend + bindparam("w_spend"),
+        updated_at=bindparam("w_now"),
+    )
+    .returning(_w.c.balance, _w.c.points, _w.c.lifetime_spend)
+)
+_LEDGER_BY_REFERENCE = select(t.wallet_ledger).where(t.wallet_ledger.c.reference == bindparam("l_reference"))
+_APPEND_LEDGER: dict[str, Any] = {}
+
+
+def _append_ledger(conn: AsyncConnection) -> Any:
+    stmt = _APPEND_LEDGER.get(conn.dialect.name)
+    if stmt is None:
+        stmt = _APPEND_LEDGER[conn.dialect.name] = insert_or_ignore(conn, t.wallet_ledger).returning(
+            t.wallet_ledger.c.seq
+        )
+    return stmt
 
 
 def _payment(r: Any) -> Payment:
@@ -453,64 +482,66 @@ class SqlWallets:
 
     async def ensure(self, customer_id: str, currency: str, now: datetime) -> None:
         """Create the customer's empty wallet unless it exists (safe under concurrency)."""
-        stmt = dialect_insert(self.conn, t.wallets).values(
-            customer_id=customer_id, currency=currency, balance=0, points=0, lifetime_spend=0, updated_at=now
+        await self.conn.execute(
+            insert_or_ignore(self.conn, t.wallets),
+            {
+                "customer_id": customer_id,
+                "currency": currency,
+                "balance": 0,
+                "points": 0,
+                "lifetime_spend": 0,
+                "updated_at": now,
+            },
         )
-        await self.conn.execute(stmt.on_conflict_do_nothing(index_elements=["customer_id"]))
 
     async def change(
         self, customer_id: str, *, amount: int, points: int = 0, spend: int = 0, now: datetime
     ) -> tuple[int, int, int] | None:
         """Add signed ``amount`` and ``points``: one conditional UPDATE that refuses (None) to take
         the balance or the points below zero. Returns (balance, points, lifetime spend) after."""
-        w = t.wallets
-        cond = [w.c.customer_id == customer_id]
-        if amount < 0:
-            cond.append(w.c.balance >= -amount)
-        if points < 0:
-            cond.append(w.c.points >= -points)
-        result = await self.conn.execute(
-            update(w)
-            .where(*cond)
-            .values(
-                balance=w.c.balance + amount,
-                points=w.c.points + points,
-                lifetime_spend=w.c.lifetime_spend + spend,
-                updated_at=now,
+        row = (
+            await self.conn.execute(
+                _CHANGE_WALLET,
+                {
+                    "w_customer_id": customer_id,
+                    "w_amount": amount,
+                    "w_points": points,
+                    "w_spend": spend,
+                    "w_now": now,
+                    # Balance and points are never negative, so a credit's floor of 0 always holds.
+                    "w_min_balance": max(0, -amount),
+                    "w_min_points": max(0, -points),
+                },
             )
-            .returning(w.c.balance, w.c.points, w.c.lifetime_spend)
-        )
-        row = result.first()
+        ).first()
         return (int(row[0]), int(row[1]), int(row[2])) if row is not None else None
 
     async def append(self, entry: LedgerEntry) -> int:
-        """Append a ledger row; ``DuplicateReference`` if the reference is taken."""
-        try:
-            async with self.conn.begin_nested():
-                result = await self.conn.execute(
-                    t.wallet_ledger.insert()
-                    .values(
-                        customer_id=entry.customer_id,
-                        kind=entry.kind.value,
-                        amount=entry.amount,
-                        points=entry.points,
-                        balance_after=entry.balance_after,
-                        points_after=entry.points_after,
-                        reference=entry.reference,
-                        order_id=entry.order_id,
-                        channel=entry.channel,
-                        actor=entry.actor,
-                        note=entry.note,
-                        created_at=entry.created_at,
-                    )
-                    .returning(t.wallet_ledger.c.seq)
-                )
-                return int(result.scalar_one())
-        except IntegrityError:
-            raise DuplicateReference(entry.reference) from None
+        """Append a ledger row; ``DuplicateReference`` if the reference is taken (the insert is
+        ``ON CONFLICT DO NOTHING``: no savepoint, and the caller's transaction rolls back)."""
+        seq = await self.conn.scalar(
+            _append_ledger(self.conn),
+            {
+                "customer_id": entry.customer_id,
+                "kind": entry.kind.value,
+                "amount": entry.amount,
+                "points": entry.points,
+                "balance_after": entry.balance_after,
+                "points_after": entry.points_after,
+                "reference": entry.reference,
+                "order_id": entry.order_id,
+                "channel": entry.channel,
+                "actor": entry.actor,
+                "note": entry.note,
+                "created_at": entry.created_at,
+            },
+        )
+        if seq is None:
+            raise DuplicateReference(entry.reference)
+        return int(seq)
 
     async def entry(self, reference: str) -> LedgerEntry | None:
-        row = (await self.conn.execute(select(t.wallet_ledger).where(t.wallet_ledger.c.reference == reference))).first()
+        row = (await self.conn.execute(_LEDGER_BY_REFERENCE, {"l_reference": reference})).first()
         return _entry(row) if row is not None else None
 
     async def ledger(self, customer_id: str, *, before: int | None, limit: int) -> list[LedgerEntry]:

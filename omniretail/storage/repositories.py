@@ -25,7 +25,7 @@ from omniretail.domain.inventory import Reservation, ReservationStatus, StockLev
 from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
 from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database, dialect_insert
+from omniretail.storage.database import Database, dialect_insert, insert_or_ignore
 from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
 
 _product_decoder = msgspec.json.Decoder(Product)
@@ -36,19 +36,6 @@ _str_dict = msgspec.json.Decoder(dict[str, str])
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-_IGNORING: dict[tuple[str, str], Any] = {}
-
-
-def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` (built once per dialect and table): a duplicate
-    leaves rowcount 0 instead of raising (one statement, where a savepoint costs three)."""
-    key = (conn.dialect.name, table.name)
-    stmt = _IGNORING.get(key)
-    if stmt is None:
-        stmt = _IGNORING[key] = dialect_insert(conn, table).on_conflict_do_nothing()
-    return stmt
 
 
 def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
@@ -452,6 +439,9 @@ _SELECT_IDENTITIES = (
     .where(t.identities.c.customer_id == bindparam("customer_id"))
     .order_by(t.identities.c.linked_at, t.identities.c.kind)
 )
+_CUSTOMER_STANDING = select(t.customers.c.merged_into, t.customers.c.tier).where(
+    t.customers.c.id == bindparam("customer_id")
+)
 _INSERT_CUSTOMER = insert(t.customers)
 _FIND_IDENTITY = select(t.identities.c.customer_id).where(
     t.identities.c.kind == bindparam("kind"),
@@ -758,6 +748,10 @@ class SqlCustomers:
             merged_into=row.merged_into,
             identities=tuple(Identity(kind=IdentityKind(k), value=v, namespace=n) for k, v, n in ids),
         )
+
+    async def standing(self, customer_id: str) -> tuple[str | None, str | None] | None:
+        row = (await self.conn.execute(_CUSTOMER_STANDING, {"customer_id": customer_id})).first()
+        return (row[0], row[1]) if row is not None else None
 
     async def insert(self, customer: Customer) -> None:
         await self.conn.execute(

@@ -46,8 +46,16 @@ def register_payment_providers(register: RegisterPaymentProvider) -> None:
 
 @hookimpl
 async def order_placed(event: OrderPlaced, kernel: Kernel) -> None:
-    order = await kernel.orders.get(event.order_id)
-    await kernel.loyalty.earn_for_order(order, channel=event.channel)
+    # The event carries the order's customer and figures (an order's customer only ever changes by
+    # a merge, which the wallet write follows), so the order is not read back.
+    await kernel.loyalty.earn(
+        event.customer_id,
+        order_id=event.order_id,
+        number=event.number,
+        total=event.total,
+        currency=event.currency,
+        channel=event.channel,
+    )
 
 
 @hookimpl
