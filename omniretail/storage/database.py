@@ -1,10 +1,10 @@
-"""The database handle: an async SQLAlchemy engine with the write discipline the stock rules need.
+"""The database handle: SQLAlchemy engines with the write discipline the stock rules need.
 
 * SQLite (the embedded default): WAL, foreign keys, and every write transaction begins
   ``IMMEDIATE`` so two writers never both read then both write. Statements run on the event
-  loop's thread (``sqlite_inline``: no helper-thread round trips). Writers in one process queue on
-  an asyncio lock; writers in other processes are serialised by SQLite's lock, waited for with
-  asyncio sleeps for up to 30 s (the busy timeout).
+  loop's thread through SQLAlchemy's sync engine (``sqlite_inline``: no helper thread, no greenlet
+  hops). Writers in one process queue on an asyncio lock; writers in other processes are
+  serialised by SQLite's lock, waited for with asyncio sleeps for up to 30 s (the busy timeout).
 * PostgreSQL: READ COMMITTED; correctness comes from conditional UPDATEs, never from
   ``SELECT ... FOR UPDATE``.
 """
@@ -17,18 +17,22 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool, StaticPool
 
-from omniretail.storage.sqlite_inline import inline_creator
+from omniretail.storage.sqlite_inline import InlineConnection, connector, with_busy_retry
+
+#: What ``Database.write()`` and ``read()`` yield: repositories use only the interface both share.
+DbConnection = AsyncConnection | InlineConnection
 
 _WRITE = "omniretail_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
+def dialect_insert(conn: DbConnection, table: Table) -> Any:
     """An INSERT for ``conn``'s database that knows ``ON CONFLICT`` (SQLite's or PostgreSQL's)."""
     dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
     return dialect.insert(table)
@@ -37,7 +41,7 @@ def dialect_insert(conn: AsyncConnection, table: Table) -> Any:
 _IGNORING: dict[tuple[str, str], Any] = {}
 
 
-def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
+def insert_or_ignore(conn: DbConnection, table: Table) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` (built once per dialect and table): a duplicate
     leaves rowcount 0 instead of raising (one statement, where a savepoint costs three)."""
     key = (conn.dialect.name, table.name)
@@ -48,12 +52,12 @@ def insert_or_ignore(conn: AsyncConnection, table: Table) -> Any:
 
 
 def normalize_url(url: str, base_dir: Path | None = None) -> str:
-    """Pick the async driver for a plain URL and resolve a relative SQLite path against the
+    """Pick the driver for a plain URL (asyncpg; SQLite's own module) and resolve a relative SQLite path against the
     configuration file's folder (so the store does not depend on the working directory)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
+        parsed = parsed.set(drivername="sqlite")  # run through the sync engine (sqlite_inline)
         db = parsed.database or ""
         if db and db != ":memory:" and not db.startswith("file:") and base_dir is not None:
             path = Path(db)
@@ -67,70 +71,104 @@ def normalize_url(url: str, base_dir: Path | None = None) -> str:
 
 
 class Database:
-    """Owns the engine. ``write()`` and ``read()`` hand out connections inside a transaction."""
+    """Owns the engine. ``write()`` and ``read()`` hand out connections inside a transaction:
+    an ``AsyncConnection`` on PostgreSQL, an :class:`~omniretail.storage.sqlite_inline.InlineConnection`
+    (the same interface, over SQLAlchemy's sync engine on the loop's thread) on SQLite."""
 
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
         self.url = url
-        self.dialect = make_url(url).get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo}
-        if self.dialect == "sqlite":
-            # Statements run on the loop's thread; a busy database is waited for with asyncio
-            # sleeps, never by blocking the loop (see sqlite_inline).
-            parsed = make_url(url)
-            database = parsed.database or ":memory:"
-            kwargs["async_creator"] = inline_creator(
-                database,
-                uri=database.startswith("file:") or bool(parsed.query.get("uri")),
-                busy_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
-            )
-        else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
         #: Bumped after every write transaction this process commits: read caches key on it.
         self.generation = 0
+        self._busy_timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+        self.engine: AsyncEngine | None
+        self._write_lock: asyncio.Lock | None
         if self.dialect == "sqlite":
-            _install_sqlite_discipline(self.engine)
+            database = parsed.database or ":memory:"
+            uri = database.startswith("file:") or bool(parsed.query.get("uri"))
+            memory = database == ":memory:" or (uri and "mode=memory" in database)
+            pool: dict[str, Any] = (
+                {"poolclass": StaticPool}
+                if memory
+                # Never make a caller wait for a connection: the wait would block the loop's
+                # own thread, the one that would give a connection back.
+                else {"poolclass": QueuePool, "pool_size": pool_size, "max_overflow": -1}
+            )
+            self.sync_engine: Engine = create_engine(
+                "sqlite://", creator=connector(database, uri=uri), echo=echo, **pool
+            )
+            self.engine = None
+            self._write_lock = asyncio.Lock()
+            _install_sqlite_discipline(self.sync_engine)
+        else:
+            self.engine = create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
+            )
+            self.sync_engine = self.engine.sync_engine
+            self._write_lock = None
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[DbConnection]:
         """A write transaction: committed when the block ends, rolled back on any exception."""
-        if self._write_lock is not None:
-            async with self._write_lock, self.engine.connect() as conn:
-                conn = await conn.execution_options(**{_WRITE: True})
-                async with conn.begin():
+        if self.engine is not None:
+            async with self.engine.begin() as pg:
+                yield pg
+            self.generation += 1
+            return
+        assert self._write_lock is not None
+        async with self._write_lock:
+            with await self._connect() as sync:
+                sync.execution_options(**{_WRITE: True})  # the begin event leaves BEGIN to us
+                conn = InlineConnection(sync, self._busy_timeout)
+                with sync.begin():
+                    # Take the write lock first, waiting (asyncio sleeps) while another process
+                    # holds it: no later statement of the transaction can then meet a lock.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
                     yield conn
-        else:
-            async with self.engine.begin() as conn:
-                yield conn
+                    # Retried while busy; ``sync.begin()`` then finds nothing left to commit.
+                    await conn.exec_driver_sql("COMMIT")
         self.generation += 1
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield conn
+    async def read(self) -> AsyncIterator[DbConnection]:
+        if self.engine is not None:
+            async with self.engine.connect() as pg:
+                yield pg
+            return
+        with await self._connect() as sync:
+            yield InlineConnection(sync, self._busy_timeout)
+
+    async def _connect(self) -> Connection:
+        # A new pooled connection runs its PRAGMAs, which can meet another process's lock too.
+        return await with_busy_retry(self.sync_engine.connect, self._busy_timeout)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        if self.engine is not None:
+            await self.engine.dispose()
+        else:
+            self.sync_engine.dispose()
 
 
-def _install_sqlite_discipline(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _install_sqlite_discipline(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout = 0")  # waiting is the connection's job (sqlite_inline)
-        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA busy_timeout = 0")  # waiting is done with asyncio sleeps (sqlite_inline)
+        # WAL is a property of the file: set once, by the first connection (switching needs a lock).
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if not conn.get_execution_options().get(_WRITE, False):
+            conn.exec_driver_sql("BEGIN")  # a read: one snapshot for the whole block (WAL)

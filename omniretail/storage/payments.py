@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omniretail.domain.payment import (
     LIVE_ATTEMPTS,
@@ -34,7 +33,7 @@ from omniretail.domain.payment import (
     Wallet,
 )
 from omniretail.storage import tables as t
-from omniretail.storage.database import insert_or_ignore
+from omniretail.storage.database import DbConnection, insert_or_ignore
 
 _lines_codec = msgspec.json.Decoder(tuple[AttemptLine, ...])
 _json = msgspec.json.Encoder()
@@ -61,7 +60,7 @@ _LEDGER_BY_REFERENCE = select(t.wallet_ledger).where(t.wallet_ledger.c.reference
 _APPEND_LEDGER: dict[str, Any] = {}
 
 
-def _append_ledger(conn: AsyncConnection) -> Any:
+def _append_ledger(conn: DbConnection) -> Any:
     stmt = _APPEND_LEDGER.get(conn.dialect.name)
     if stmt is None:
         stmt = _APPEND_LEDGER[conn.dialect.name] = insert_or_ignore(conn, t.wallet_ledger).returning(
@@ -110,7 +109,7 @@ def _operation(r: Any) -> PaymentOperation:
     )
 
 
-async def load_payments(conn: AsyncConnection, order_ids: Sequence[str]) -> dict[str, list[Payment]]:
+async def load_payments(conn: DbConnection, order_ids: Sequence[str]) -> dict[str, list[Payment]]:
     """Payments of these orders, oldest first (for ``Order.payments``)."""
     found: dict[str, list[Payment]] = {}
     if not order_ids:
@@ -123,7 +122,7 @@ async def load_payments(conn: AsyncConnection, order_ids: Sequence[str]) -> dict
 
 
 class SqlPayments:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def insert(self, payment: Payment) -> None:
@@ -319,7 +318,7 @@ def _attempt(r: Any) -> CheckoutAttempt:
 
 
 class SqlCheckoutAttempts:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def insert(self, attempt: CheckoutAttempt) -> bool:
@@ -464,7 +463,7 @@ def _entry(r: Any) -> LedgerEntry:
 
 
 class SqlWallets:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def get(self, customer_id: str) -> Wallet | None:

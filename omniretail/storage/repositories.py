@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from omniretail.domain.cart import Cart, CartLine, CartStatus
 from omniretail.domain.catalog import Product
@@ -25,7 +24,7 @@ from omniretail.domain.inventory import Reservation, ReservationStatus, StockLev
 from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
 from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database, dialect_insert, insert_or_ignore
+from omniretail.storage.database import Database, DbConnection, dialect_insert, insert_or_ignore
 from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
 
 _product_decoder = msgspec.json.Decoder(Product)
@@ -38,14 +37,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _upsert(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
+def _upsert(conn: DbConnection, table: Table, values: dict[str, Any], keys: Sequence[str]) -> Any:
     stmt = dialect_insert(conn, table).values(**values)
     updates = {k: stmt.excluded[k] for k in values if k not in keys}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
 
 class SqlProducts:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def get(self, product_id: str) -> Product | None:
@@ -163,7 +162,7 @@ def _now_us() -> int:
 
 
 class SqlStock:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def sync_locations(self, locations: Sequence[StockLocation]) -> None:
@@ -452,7 +451,7 @@ _INSERT_OUTBOX = insert(t.outbox)
 
 
 class SqlCarts:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def get(self, cart_id: str) -> Cart | None:
@@ -559,7 +558,7 @@ class SqlCarts:
 
 
 class SqlOrders:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def _load(self, rows: Sequence[Any]) -> list[Order]:
@@ -732,7 +731,7 @@ class SqlOrders:
 
 
 class SqlCustomers:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def get(self, customer_id: str) -> Customer | None:
@@ -849,7 +848,7 @@ class SqlCustomers:
 
 
 class SqlEventLog:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
 
     async def record(self, event: Event) -> int:
@@ -912,7 +911,7 @@ class SqlEventLog:
 
 
 class SqlTransaction:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
         self.products = SqlProducts(conn)
         self.stock = SqlStock(conn)

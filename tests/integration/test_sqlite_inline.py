@@ -1,5 +1,6 @@
-"""SQLite statements run on the event loop's thread; a lock held by another connection is waited
-for with asyncio sleeps (the loop keeps serving), and given up on after the busy timeout."""
+"""SQLite statements run on the event loop's thread (SQLAlchemy's sync engine); a lock held by
+another connection is waited for with asyncio sleeps (the loop keeps serving), and given up on
+after the busy timeout; results are whole when ``execute`` returns."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from omniretail.storage.database import Database
-from omniretail.storage.sqlite_inline import InlineConnection, _with_retry
+from omniretail.storage.sqlite_inline import with_busy_retry
 
 
 def hold_write_lock(path: Path, seconds: float, started: threading.Event) -> threading.Thread:
@@ -35,7 +36,7 @@ def hold_write_lock(path: Path, seconds: float, started: threading.Event) -> thr
 
 async def test_a_locked_database_is_waited_for_without_blocking_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "lock.db"
-    db = Database(f"sqlite+aiosqlite:///{path}")
+    db = Database(f"sqlite:///{path}")
     async with db.write() as conn:
         await conn.execute(text("CREATE TABLE t (x INTEGER)"))
     started = threading.Event()
@@ -64,6 +65,42 @@ async def test_a_locked_database_is_waited_for_without_blocking_the_loop(tmp_pat
     assert ticks >= 10  # ...while the loop went on running other tasks
 
 
+async def test_a_statement_that_meets_a_lock_is_retried(tmp_path: Path) -> None:
+    """Not only BEGIN: any statement refused with SQLITE_BUSY runs again once the lock is gone
+    (here a read, against a connection that holds the file in exclusive locking mode)."""
+    path = tmp_path / "exclusive.db"
+    db = Database(f"sqlite:///{path}")
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        await conn.execute(text("INSERT INTO t VALUES (7)"))
+    await db.dispose()
+    started = threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("PRAGMA locking_mode = EXCLUSIVE")
+        other.execute("BEGIN EXCLUSIVE")
+        other.execute("INSERT INTO t VALUES (8)")
+        started.set()
+        time.sleep(0.3)
+        other.execute("COMMIT")
+        other.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    await asyncio.to_thread(started.wait)
+    db = Database(f"sqlite:///{path}")
+    began = time.monotonic()
+    try:
+        async with db.read() as conn:
+            rows = sorted((await conn.execute(text("SELECT x FROM t"))).scalars())
+    finally:
+        holder.join()
+        await db.dispose()
+    assert time.monotonic() - began >= 0.15  # it met the lock and waited
+    assert rows == [7, 8]
+
+
 async def test_the_busy_timeout_still_ends_the_wait() -> None:
     calls = 0
 
@@ -74,7 +111,7 @@ async def test_the_busy_timeout_still_ends_the_wait() -> None:
 
     began = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        await _with_retry(busy, 0.1)
+        await with_busy_retry(busy, 0.1)
     assert 0.1 <= time.monotonic() - began < 1.0 and calls > 2
 
 
@@ -87,17 +124,55 @@ async def test_other_errors_are_not_retried() -> None:
         raise sqlite3.OperationalError("no such table: nope")
 
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        await _with_retry(broken, 5.0)
+        await with_busy_retry(broken, 5.0)
     assert calls == 1
 
 
-async def test_connections_run_without_a_thread(tmp_path: Path) -> None:
-    conn = InlineConnection(lambda: sqlite3.connect(tmp_path / "x.db", check_same_thread=False), busy_timeout=1.0)
-    await conn
+async def test_a_result_left_half_read_holds_no_snapshot(tmp_path: Path) -> None:
+    """As with the async driver, every row is fetched when ``execute`` returns. A result left
+    half read after its block ended must not keep a statement open on the pooled connection:
+    that would pin a WAL snapshot, so no checkpoint could reset the log (it would grow)."""
+    path = tmp_path / "rows.db"
+    db = Database(f"sqlite:///{path}")
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        await conn.execute(text("INSERT INTO t VALUES (:x)"), [{"x": n} for n in range(500)])
+    async with db.read() as conn:
+        result = await conn.execute(text("SELECT x FROM t ORDER BY x"))
+        first = result.fetchone()
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("INSERT INTO t VALUES (500)")
+    busy, _log, _done = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    other.close()
+    rest = result.fetchall()
+    await db.dispose()
+    assert busy == 0  # no reader left behind
+    assert first == (0,) and [r[0] for r in rest] == list(range(1, 500))
+
+
+async def test_statements_run_on_the_loops_thread(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     before = threading.active_count()
-    cursor = await conn.execute("SELECT 41 + 1")
-    assert await cursor.fetchone() == (42,)
+    async with db.write() as conn:
+        assert (await conn.scalar(text("SELECT 41 + 1"))) == 42
+    async with db.read() as conn:
+        assert (await conn.scalar(text("SELECT 40 + 2"))) == 42
     assert threading.active_count() == before
-    await conn.close()
-    with pytest.raises(ValueError, match=r"closed|no active connection"):
-        await conn.execute("SELECT 1")
+    await db.dispose()
+
+
+async def test_a_failed_write_rolls_back_and_leaves_the_lock_free(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'rb.db'}")
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    with pytest.raises(RuntimeError):
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t VALUES (1)"))
+            raise RuntimeError("boom")
+    other = sqlite3.connect(tmp_path / "rb.db", isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")  # would raise 'database is locked' if the lock were held
+    other.execute("ROLLBACK")
+    other.close()
+    async with db.read() as conn:
+        assert (await conn.scalar(text("SELECT count(*) FROM t"))) == 0
+    await db.dispose()

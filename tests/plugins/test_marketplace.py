@@ -557,7 +557,10 @@ async def test_concurrent_copies_of_one_delivery_make_one_order(mp: Api) -> None
     replies = await asyncio.gather(*(mp.client.post(HOOK, content=body, headers=headers) for _ in range(4)))
     assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
     assert len({r.json()["order_id"] for r in replies}) == 1
-    assert [r.json()["result"] for r in replies].count("created") == 1
+    # A copy that arrives once the first is recorded replays its outcome (duplicate: true); copies
+    # that raced it ran the intake themselves and found the order taken. Either way one took it.
+    ran = [r.json()["result"] for r in replies if not r.json()["duplicate"]]
+    assert ran.count("created") == 1 and set(ran) <= {"created", "exists"}
     assert len(await marketplace_orders(mp)) == 1
     assert await count(mp, t.inbound_deliveries) == 1
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from omniretail.storage import tables as t
@@ -72,7 +74,7 @@ def check_storm(
     return order
 
 
-async def test_idempotency_storm_in_process(api: Api) -> None:
+async def test_idempotency_storm_in_process(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = api.kernel
     r = await api.client.post("/v1/carts", headers=api.h())
     cart_id = r.json()["id"]
@@ -82,6 +84,18 @@ async def test_idempotency_storm_in_process(api: Api) -> None:
     headers = api.h(**{"Idempotency-Key": idem_key(), "Content-Type": "application/json"})
     body = b'{"email": "storm@example.com"}'
     url = f"/v1/carts/{cart_id}/checkout"
+    if kernel.db.is_sqlite:
+        # On SQLite a checkout never yields the event loop (statements run inline), and in-process
+        # the client hands each request straight to the app: the storm would run one request after
+        # another. A checkout that takes a moment, as one calling a payment provider does, lets
+        # the others arrive while it is in flight.
+        checkout = kernel.orders.checkout
+
+        async def slow_checkout(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.005)
+            return await checkout(*args, **kwargs)
+
+        monkeypatch.setattr(kernel.orders, "checkout", slow_checkout)
     responses = await storm(api.client, url, headers, body)
     order = check_storm(responses, await api.client.post(url, content=body, headers=headers))
     async with kernel.db.read() as conn:
