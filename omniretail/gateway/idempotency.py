@@ -90,9 +90,12 @@ class IdempotencyStore:
             "created_at": now,
             "expires_at": now + retention,
         }
-        async with self.db.write() as conn:
+        async with self.db.autocommit() as conn:  # the common case: a key never seen
             if (await conn.execute(insert_or_ignore(conn, ik), fresh)).rowcount == 1:
                 return "new", None
+        async with self.db.write() as conn:
+            if (await conn.execute(insert_or_ignore(conn, ik), fresh)).rowcount == 1:
+                return "new", None  # the record was removed since
             # The key is known: an expired record is forgotten and this is a new request.
             expired = await conn.execute(delete(ik).where(ik.c.owner == owner, ik.c.key == key, ik.c.expires_at <= now))
             if expired.rowcount and (await conn.execute(insert_or_ignore(conn, ik), fresh)).rowcount == 1:
@@ -150,7 +153,7 @@ class IdempotencyStore:
             return "takeover", None
 
     async def complete(self, owner: str, key: str, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        async with self.db.write() as conn:
+        async with self.db.autocommit() as conn:
             await conn.execute(
                 _COMPLETE,
                 {

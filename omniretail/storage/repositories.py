@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from omniretail.domain.cart import Cart, CartLine, CartStatus
@@ -448,6 +448,22 @@ _FIND_IDENTITY = select(t.identities.c.customer_id).where(
     t.identities.c.value == bindparam("value"),
 )
 _INSERT_OUTBOX = insert(t.outbox)
+# PostgreSQL: the event and its outbox row in one statement (one round trip, not two).
+_RECORDED = (
+    insert(t.events)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in t.events.c if c.name != "seq"})
+    .returning(t.events.c.seq, t.events.c.occurred_at)
+    .cte("recorded")
+)
+_RECORD_EVENT_PG = (
+    insert(t.outbox)
+    .from_select(
+        ["event_seq", "status", "attempts", "available_at"],
+        select(_RECORDED.c.seq, literal("pending"), literal(0), _RECORDED.c.occurred_at),
+    )
+    .add_cte(_RECORDED)
+    .returning(t.outbox.c.event_seq)
+)
 
 
 class SqlCarts:
@@ -853,21 +869,20 @@ class SqlEventLog:
 
     async def record(self, event: Event) -> int:
         subject = event.subject
-        result = await self.conn.execute(
-            _INSERT_EVENT,
-            {
-                "id": event.id,
-                "type": event.type,
-                "occurred_at": event.occurred_at,
-                "channel": event.channel,
-                "actor": event.actor,
-                "customer_id": event.customer_id,
-                "order_id": subject.get("order_id"),
-                "cart_id": subject.get("cart_id"),
-                "payload": encode_event(event),
-            },
-        )
-        seq = int(result.scalar_one())
+        row = {
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "channel": event.channel,
+            "actor": event.actor,
+            "customer_id": event.customer_id,
+            "order_id": subject.get("order_id"),
+            "cart_id": subject.get("cart_id"),
+            "payload": encode_event(event),
+        }
+        if self.conn.dialect.name == "postgresql":
+            return int((await self.conn.execute(_RECORD_EVENT_PG, row)).scalar_one())
+        seq = int((await self.conn.execute(_INSERT_EVENT, row)).scalar_one())
         await self.conn.execute(
             _INSERT_OUTBOX, {"event_seq": seq, "status": "pending", "attempts": 0, "available_at": event.occurred_at}
         )
