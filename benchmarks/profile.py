@@ -6,9 +6,9 @@ Builds a throwaway store (SQLite, or PostgreSQL with ``--postgres-url``: the dat
 reports for N repetitions of the flow:
 
 * wall and CPU milliseconds per repetition (CPU of this process, all threads);
-* CPU milliseconds and SQL statements (counted on the engine, BEGIN/SAVEPOINT included) per call,
-  and for the outbox worker's delivery of the repetitions' events afterwards (on SQLite the
-  gateway runs that worker in-process, so a served order costs both);
+* CPU milliseconds and SQL statements (counted on the engine: SAVEPOINTs included, BEGIN and
+  COMMIT not) per call, and for the outbox worker's delivery of the repetitions' events
+  afterwards (on SQLite the gateway runs that worker in-process, so a served order costs both);
 * cProfile self time grouped by package, and the top functions.
 
 On PostgreSQL, time spent waiting for the server's answers shows up as ``select.epoll.poll``.

@@ -124,14 +124,17 @@ class Database:
         async with self._write_lock:
             with await self._connect() as sync:
                 sync.execution_options(**{_WRITE: True})  # the begin event leaves BEGIN to us
-                conn = InlineConnection(sync, self._busy_timeout)
+                raw = sync.connection.dbapi_connection
+                assert raw is not None
                 with sync.begin():
                     # Take the write lock first, waiting (asyncio sleeps) while another process
                     # holds it: no later statement of the transaction can then meet a lock.
-                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    yield conn
+                    # BEGIN and COMMIT go to sqlite3 directly (SQLAlchemy's statement machinery
+                    # costs more than they do); the block's own statements go through SQLAlchemy.
+                    await with_busy_retry(lambda: raw.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+                    yield InlineConnection(sync, self._busy_timeout)
                     # Retried while busy; ``sync.begin()`` then finds nothing left to commit.
-                    await conn.exec_driver_sql("COMMIT")
+                    await with_busy_retry(raw.commit, self._busy_timeout)
         self.generation += 1
 
     @asynccontextmanager
@@ -185,4 +188,4 @@ def _install_sqlite_discipline(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if not conn.get_execution_options().get(_WRITE, False):
-            conn.exec_driver_sql("BEGIN")  # a read: one snapshot for the whole block (WAL)
+            conn.connection.dbapi_connection.execute("BEGIN")  # a read: one snapshot for the block (WAL)
