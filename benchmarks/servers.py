@@ -117,8 +117,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def gateway_argv(config: Path, port: int) -> list[str]:
-    """``omniretail serve`` exactly as people run it (granian, one worker)."""
+def gateway_argv(config: Path, port: int, workers: int = 1) -> list[str]:
+    """``omniretail serve`` exactly as people run it (granian, ``workers`` processes)."""
     return [
         sys.executable,
         "-m",
@@ -130,6 +130,8 @@ def gateway_argv(config: Path, port: int) -> list[str]:
         LOOPBACK,
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
 
 

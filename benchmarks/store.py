@@ -124,7 +124,7 @@ def bench_database_url(server_url: str) -> tuple[str, str]:
 
 async def recreate_postgres_database(server_url: str) -> str:
     """Drop and create ``omniretail_bench`` on the server; returns its URL."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     admin_url, bench_url = bench_database_url(server_url)
     conn = await asyncpg.connect(admin_url, timeout=10)
