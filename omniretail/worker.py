@@ -68,6 +68,9 @@ class OutboxWorker:
         subscriptions = await self.webhooks.active_subscriptions()  # read once per batch
         done: list[int] = []
         for seq, attempts, event in batch:
+            # On SQLite nothing in a dispatch waits (statements run inline): let the requests
+            # this process serves run between events, not only between batches.
+            await asyncio.sleep(0)
             try:
                 await self.dispatch(event, subscriptions)
             except Exception as exc:

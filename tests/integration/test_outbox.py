@@ -125,3 +125,30 @@ async def test_concurrent_claimers_take_disjoint_batches(recorded: tuple[Kernel,
     batches = await asyncio.gather(*(store.claim(f"w{i}", kernel.clock(), limit=7, lease_seconds=60) for i in range(6)))
     seqs = [seq for batch in batches for seq, _, _ in batch]
     assert len(seqs) == len(set(seqs)) == 30
+
+
+async def test_a_batch_lets_other_tasks_run_between_events(recorded: tuple[Kernel, Recorder]) -> None:
+    """On SQLite a dispatch never waits on I/O; the worker still yields between events, so the
+    requests its gateway process serves are not held for a whole batch."""
+    kernel, recorder = recorded
+    await kernel.catalog.create(draft("OB-Y"))
+    for _ in range(20):
+        await kernel.inventory.adjust("OB-Y", "wh", 1)
+    await OutboxWorker(kernel).drain()  # the product's own events
+    for _ in range(30):
+        await kernel.inventory.adjust("OB-Y", "wh", 1)
+    seen: list[int] = []
+
+    async def other_task() -> None:
+        while True:
+            seen.append(len(recorder.committed))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = len(recorder.committed)
+    handled = await OutboxWorker(kernel).run_once()
+    task.cancel()
+    assert handled == 30
+    # The other task ran while the batch was being delivered, not only before and after it.
+    assert len({n for n in seen if before < n < before + 30}) >= 10
