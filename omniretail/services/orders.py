@@ -172,8 +172,10 @@ class OrderService:
     async def _allocate(self, tx: Transaction, sku: str, quantity: int, candidates: Sequence[str]) -> str:
         now = self.clock()
         for location_id in candidates:
-            await tx.stock.sweep_expired(now, sku, location_id)
             if await tx.stock.take(sku, location_id, quantity):
+                return location_id
+            # Holds that lapsed still count as reserved until swept: sweep them, then try again.
+            if await tx.stock.sweep_expired(now, sku, location_id) and await tx.stock.take(sku, location_id, quantity):
                 return location_id
         raise OutOfStock(sku, quantity)
 
