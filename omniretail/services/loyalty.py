@@ -164,16 +164,25 @@ class LoyaltyService:
             raise InvalidValue("a ledger reference is 1..255 characters", field="reference")
         now = self.clock()
         try:
+            credit = amount >= 0 and points >= 0
             async with self.uow.write() as tx:
-                existing = await tx.wallets.entry(reference)
-                if existing is not None:
+                # A repeated debit must answer with its first entry even if the balance no longer
+                # covers it, so it looks first. A repeated credit is caught by the ledger's unique
+                # reference below, which rolls the whole change back (the common case saves a read).
+                if not credit and (existing := await tx.wallets.entry(reference)) is not None:
                     return existing
                 standing = await tx.customers.standing(customer_id)
                 if standing is not None and standing[0]:
                     customer_id = standing[0]
                     standing = await tx.customers.standing(customer_id)
-                await tx.wallets.ensure(customer_id, self.currency, now)
-                after = await tx.wallets.change(customer_id, amount=amount, points=points, spend=spend, now=now)
+                after: tuple[int, int, int] | None
+                if credit:
+                    after = await tx.wallets.credit(
+                        customer_id, self.currency, amount=amount, points=points, spend=spend, now=now
+                    )
+                else:
+                    await tx.wallets.ensure(customer_id, self.currency, now)
+                    after = await tx.wallets.change(customer_id, amount=amount, points=points, spend=spend, now=now)
                 if after is None:
                     raise InsufficientFunds(
                         f"the wallet balance does not cover {-amount} (minor units)", field="amount"

@@ -263,6 +263,12 @@ class WalletRepository(Protocol):
         """One conditional UPDATE; None (nothing changed) if balance or points would go below 0.
         Returns (balance, points, lifetime spend) after."""
 
+    async def credit(
+        self, customer_id: str, currency: str, *, amount: int, points: int, spend: int, now: datetime
+    ) -> tuple[int, int, int]:
+        """Add non-negative ``amount``, ``points`` and ``spend``, creating the wallet if need be (one
+        upsert). Returns (balance, points, lifetime spend) after."""
+
     async def append(self, entry: LedgerEntry) -> int:
         """Append a ledger row; raises ``DuplicateReference`` if its reference is taken."""
 

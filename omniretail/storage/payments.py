@@ -33,7 +33,7 @@ from omniretail.domain.payment import (
     Wallet,
 )
 from omniretail.storage import tables as t
-from omniretail.storage.database import DbConnection, insert_or_ignore
+from omniretail.storage.database import DbConnection, dialect_insert, insert_or_ignore
 
 _lines_codec = msgspec.json.Decoder(tuple[AttemptLine, ...])
 _json = msgspec.json.Encoder()
@@ -58,6 +58,24 @@ _CHANGE_WALLET = (
 )
 _LEDGER_BY_REFERENCE = select(t.wallet_ledger).where(t.wallet_ledger.c.reference == bindparam("l_reference"))
 _APPEND_LEDGER: dict[str, Any] = {}
+_CREDIT_WALLET: dict[str, Any] = {}
+
+
+def _credit_wallet(conn: DbConnection) -> Any:
+    """``INSERT ... ON CONFLICT (customer_id) DO UPDATE`` adding to the wallet, built once per dialect."""
+    stmt = _CREDIT_WALLET.get(conn.dialect.name)
+    if stmt is None:
+        ins = dialect_insert(conn, _w)
+        stmt = _CREDIT_WALLET[conn.dialect.name] = ins.on_conflict_do_update(
+            index_elements=[_w.c.customer_id],
+            set_={
+                "balance": _w.c.balance + ins.excluded.balance,
+                "points": _w.c.points + ins.excluded.points,
+                "lifetime_spend": _w.c.lifetime_spend + ins.excluded.lifetime_spend,
+                "updated_at": ins.excluded.updated_at,
+            },
+        ).returning(_w.c.balance, _w.c.points, _w.c.lifetime_spend)
+    return stmt
 
 
 def _append_ledger(conn: DbConnection) -> Any:
@@ -514,6 +532,26 @@ class SqlWallets:
             )
         ).first()
         return (int(row[0]), int(row[1]), int(row[2])) if row is not None else None
+
+    async def credit(
+        self, customer_id: str, currency: str, *, amount: int, points: int, spend: int, now: datetime
+    ) -> tuple[int, int, int]:
+        if amount < 0 or points < 0 or spend < 0:
+            raise ValueError("credit() adds; use change() to take away")
+        row = (
+            await self.conn.execute(
+                _credit_wallet(self.conn),
+                {
+                    "customer_id": customer_id,
+                    "currency": currency,
+                    "balance": amount,
+                    "points": points,
+                    "lifetime_spend": spend,
+                    "updated_at": now,
+                },
+            )
+        ).one()
+        return int(row[0]), int(row[1]), int(row[2])
 
     async def append(self, entry: LedgerEntry) -> int:
         """Append a ledger row; ``DuplicateReference`` if the reference is taken (the insert is
