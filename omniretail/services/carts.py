@@ -104,7 +104,7 @@ class CartService:
                 if updated == cart:
                     return cart
                 updated = msgspec.structs.replace(updated, version=cart.version + 1, updated_at=self.clock())
-                if await tx.carts.update(updated, cart.version):
+                if await tx.carts.update(updated, cart.version, previous=cart.lines):
                     for event in events:
                         await tx.events.record(event)
                     if updated.customer_id and not cart.customer_id:

@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from omniretail.domain.cart import Cart
+from omniretail.domain.cart import Cart, CartLine
 from omniretail.domain.catalog import Product
 from omniretail.domain.customer import Customer, Identity
 from omniretail.domain.events import Event
@@ -104,9 +104,12 @@ class StockRepository(Protocol):
 class CartRepository(Protocol):
     async def get(self, cart_id: str) -> Cart | None: ...
     async def insert(self, cart: Cart) -> None: ...
-    async def update(self, cart: Cart, expected_version: int, *, lines: bool = True) -> bool:
+    async def update(
+        self, cart: Cart, expected_version: int, *, lines: bool = True, previous: Sequence[CartLine] | None = None
+    ) -> bool:
         """Write the cart if nobody changed it since ``expected_version`` (optimistic);
-        ``lines=False`` when only the cart's own fields changed (its lines are kept)."""
+        ``lines=False`` when only the cart's own fields changed (its lines are kept). With
+        ``previous`` (the lines as read at ``expected_version``) only what changed is written."""
 
     async def open_for_customer(self, customer_id: str) -> Cart | None: ...
     async def create_handoff(self, code: str, cart_id: str, channel: str, now: datetime, expires_at: datetime) -> bool:

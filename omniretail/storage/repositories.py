@@ -504,15 +504,19 @@ class SqlCarts:
             "version": cart.version,
         }
 
-    async def _write_lines(self, cart: Cart, *, new: bool = False) -> None:
-        if not new:
+    async def _write_lines(self, cart: Cart, *, new: bool = False, previous: Sequence[CartLine] | None = None) -> None:
+        start = 0
+        if previous is not None and len(cart.lines) >= len(previous) and cart.lines[: len(previous)] == tuple(previous):
+            start = len(previous)  # lines only added at the end (the usual "add to cart"): insert those
+        elif not new:
             await self.conn.execute(_DELETE_CART_LINES, {"cart_id": cart.id})
-        if cart.lines:
+        if cart.lines[start:]:
             await self.conn.execute(
                 _INSERT_CART_LINES,
                 [
                     {"cart_id": cart.id, "position": i, "sku": line.sku, "quantity": line.quantity}
                     for i, line in enumerate(cart.lines)
+                    if i >= start
                 ],
             )
 
@@ -520,7 +524,9 @@ class SqlCarts:
         await self.conn.execute(insert(t.carts), {"id": cart.id, **self._row(cart)})
         await self._write_lines(cart, new=True)
 
-    async def update(self, cart: Cart, expected_version: int, *, lines: bool = True) -> bool:
+    async def update(
+        self, cart: Cart, expected_version: int, *, lines: bool = True, previous: Sequence[CartLine] | None = None
+    ) -> bool:
         values = {f"new_{k}": v for k, v in self._row(cart).items()}
         result = await self.conn.execute(
             _UPDATE_CART, {"cart_id": cart.id, "expected_version": expected_version, **values}
@@ -528,7 +534,7 @@ class SqlCarts:
         if result.rowcount != 1:
             return False
         if lines:
-            await self._write_lines(cart)
+            await self._write_lines(cart, previous=previous)
         return True
 
     async def open_for_customer(self, customer_id: str) -> Cart | None:

@@ -138,3 +138,23 @@ async def test_concurrent_duplicate_ingest_creates_one_order(stocked: Kernel) ->
     assert len({o.id for o, _ in results}) == 1
     assert sum(created for _, created in results) == 1
     assert await on_hand(stocked, "ESPRESSO", "store-a") == before - 1
+
+
+async def test_cart_lines_read_back_as_written_through_every_kind_of_change(stocked: Kernel) -> None:
+    """Adding at the end writes only the new line; a change in place, a removal or a re-add
+    rewrites them. Whatever was written, a fresh read gives the lines in order."""
+    carts = stocked.carts
+    cart = await carts.create(channel="webshop")
+    steps = [
+        ("LATTE-REG", 1, ["LATTE-REG:1"]),
+        ("CROISSANT", 2, ["LATTE-REG:1", "CROISSANT:2"]),
+        ("ESPRESSO", 1, ["LATTE-REG:1", "CROISSANT:2", "ESPRESSO:1"]),
+        ("CROISSANT", 5, ["LATTE-REG:1", "CROISSANT:5", "ESPRESSO:1"]),
+        ("LATTE-REG", 0, ["CROISSANT:5", "ESPRESSO:1"]),
+        ("LATTE-REG", 3, ["CROISSANT:5", "ESPRESSO:1", "LATTE-REG:3"]),
+    ]
+    for sku, quantity, expected in steps:
+        changed = await carts.set_quantity(cart.id, sku, quantity, channel="webshop")
+        fresh = await carts.get(cart.id)
+        assert [f"{x.sku}:{x.quantity}" for x in fresh.lines] == expected
+        assert fresh.lines == changed.lines
