@@ -28,7 +28,6 @@ from omniretail.storage.sqlite_inline import InlineConnection, connector, with_b
 #: What ``Database.write()`` and ``read()`` yield: repositories use only the interface both share.
 DbConnection = AsyncConnection | InlineConnection
 
-_WRITE = "omniretail_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -123,7 +122,6 @@ class Database:
         assert self._write_lock is not None
         async with self._write_lock:
             with await self._connect() as sync:
-                sync.execution_options(**{_WRITE: True})  # the begin event leaves BEGIN to us
                 raw = sync.connection.dbapi_connection
                 assert raw is not None
                 with sync.begin():
@@ -158,6 +156,11 @@ class Database:
                 yield pg
             return
         with await self._connect() as sync:
+            raw = sync.connection.dbapi_connection
+            assert raw is not None
+            # One snapshot for the whole block (WAL; a deferred BEGIN takes no lock). The pool's
+            # rollback when the connection goes back ends it.
+            raw.execute("BEGIN")
             yield InlineConnection(sync, self._busy_timeout)
 
     async def _connect(self) -> Connection:
@@ -174,7 +177,8 @@ class Database:
 def _install_sqlite_discipline(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred-only).
+        # No implicit transactions: Database.read() and write() issue BEGIN themselves (and not
+        # from a SQLAlchemy event listener, which would make every statement dispatch events).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout = 0")  # waiting is done with asyncio sleeps (sqlite_inline)
@@ -184,8 +188,3 @@ def _install_sqlite_discipline(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        if not conn.get_execution_options().get(_WRITE, False):
-            conn.connection.dbapi_connection.execute("BEGIN")  # a read: one snapshot for the block (WAL)
