@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,25 @@ def dialect_insert(conn: DbConnection, table: Table) -> Any:
     return dialect.insert(table)
 
 
-_IGNORING: dict[tuple[str, str], Any] = {}
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def built_once(conn: DbConnection, name: str, build: Callable[[DbConnection], Any]) -> Any:
+    """The statement ``name`` for ``conn``'s database, built by ``build`` the first time it is
+    asked for (hot statements that differ by dialect, such as ``ON CONFLICT`` ones)."""
+    key = (conn.dialect.name, name)
+    stmt = _BUILT.get(key)
+    if stmt is None:
+        stmt = _BUILT[key] = build(conn)
+    return stmt
 
 
 def insert_or_ignore(conn: DbConnection, table: Table) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` (built once per dialect and table): a duplicate
-    leaves rowcount 0 instead of raising (one statement, where a savepoint costs three)."""
-    key = (conn.dialect.name, table.name)
-    stmt = _IGNORING.get(key)
-    if stmt is None:
-        stmt = _IGNORING[key] = dialect_insert(conn, table).on_conflict_do_nothing()
-    return stmt
+    """``INSERT ... ON CONFLICT DO NOTHING``: a duplicate leaves rowcount 0 instead of raising
+    (one statement, where a savepoint costs three)."""
+    return built_once(
+        conn, f"insert_or_ignore:{table.name}", lambda c: dialect_insert(c, table).on_conflict_do_nothing()
+    )
 
 
 def normalize_url(url: str, base_dir: Path | None = None) -> str:

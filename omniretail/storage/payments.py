@@ -33,7 +33,7 @@ from omniretail.domain.payment import (
     Wallet,
 )
 from omniretail.storage import tables as t
-from omniretail.storage.database import DbConnection, dialect_insert, insert_or_ignore
+from omniretail.storage.database import DbConnection, built_once, dialect_insert, insert_or_ignore
 
 _lines_codec = msgspec.json.Decoder(tuple[AttemptLine, ...])
 _json = msgspec.json.Encoder()
@@ -57,34 +57,24 @@ _CHANGE_WALLET = (
     .returning(_w.c.balance, _w.c.points, _w.c.lifetime_spend)
 )
 _LEDGER_BY_REFERENCE = select(t.wallet_ledger).where(t.wallet_ledger.c.reference == bindparam("l_reference"))
-_APPEND_LEDGER: dict[str, Any] = {}
-_CREDIT_WALLET: dict[str, Any] = {}
 
 
 def _credit_wallet(conn: DbConnection) -> Any:
-    """``INSERT ... ON CONFLICT (customer_id) DO UPDATE`` adding to the wallet, built once per dialect."""
-    stmt = _CREDIT_WALLET.get(conn.dialect.name)
-    if stmt is None:
-        ins = dialect_insert(conn, _w)
-        stmt = _CREDIT_WALLET[conn.dialect.name] = ins.on_conflict_do_update(
-            index_elements=[_w.c.customer_id],
-            set_={
-                "balance": _w.c.balance + ins.excluded.balance,
-                "points": _w.c.points + ins.excluded.points,
-                "lifetime_spend": _w.c.lifetime_spend + ins.excluded.lifetime_spend,
-                "updated_at": ins.excluded.updated_at,
-            },
-        ).returning(_w.c.balance, _w.c.points, _w.c.lifetime_spend)
-    return stmt
+    """``INSERT ... ON CONFLICT (customer_id) DO UPDATE`` adding to the wallet."""
+    ins = dialect_insert(conn, _w)
+    return ins.on_conflict_do_update(
+        index_elements=[_w.c.customer_id],
+        set_={
+            "balance": _w.c.balance + ins.excluded.balance,
+            "points": _w.c.points + ins.excluded.points,
+            "lifetime_spend": _w.c.lifetime_spend + ins.excluded.lifetime_spend,
+            "updated_at": ins.excluded.updated_at,
+        },
+    ).returning(_w.c.balance, _w.c.points, _w.c.lifetime_spend)
 
 
 def _append_ledger(conn: DbConnection) -> Any:
-    stmt = _APPEND_LEDGER.get(conn.dialect.name)
-    if stmt is None:
-        stmt = _APPEND_LEDGER[conn.dialect.name] = insert_or_ignore(conn, t.wallet_ledger).returning(
-            t.wallet_ledger.c.seq
-        )
-    return stmt
+    return insert_or_ignore(conn, t.wallet_ledger).returning(t.wallet_ledger.c.seq)
 
 
 def _payment(r: Any) -> Payment:
@@ -540,7 +530,7 @@ class SqlWallets:
             raise ValueError("credit() adds; use change() to take away")
         row = (
             await self.conn.execute(
-                _credit_wallet(self.conn),
+                built_once(self.conn, "credit_wallet", _credit_wallet),
                 {
                     "customer_id": customer_id,
                     "currency": currency,
@@ -557,7 +547,7 @@ class SqlWallets:
         """Append a ledger row; ``DuplicateReference`` if the reference is taken (the insert is
         ``ON CONFLICT DO NOTHING``: no savepoint, and the caller's transaction rolls back)."""
         seq = await self.conn.scalar(
-            _append_ledger(self.conn),
+            built_once(self.conn, "append_ledger", _append_ledger),
             {
                 "customer_id": entry.customer_id,
                 "kind": entry.kind.value,
