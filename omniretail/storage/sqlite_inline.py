@@ -240,9 +240,3 @@ class InlineConnection:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(self.sync_connection, *args, **kwargs)
-
-    def get_execution_options(self) -> Any:
-        return self.sync_connection.get_execution_options()
-
-    def in_transaction(self) -> bool:
-        return self.sync_connection.in_transaction()

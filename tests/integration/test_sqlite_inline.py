@@ -157,6 +157,7 @@ async def test_statements_run_on_the_loops_thread(tmp_path: Path) -> None:
         assert (await conn.scalar(text("SELECT 41 + 1"))) == 42
     async with db.read() as conn:
         assert (await conn.scalar(text("SELECT 40 + 2"))) == 42
+        assert (await conn.exec_driver_sql("SELECT ? * 2", (21,))).scalar() == 42
     assert threading.active_count() == before
     await db.dispose()
 
