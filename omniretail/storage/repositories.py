@@ -504,11 +504,12 @@ class SqlCarts:
             "version": cart.version,
         }
 
-    async def _write_lines(self, cart: Cart, *, new: bool = False, previous: Sequence[CartLine] | None = None) -> None:
+    async def _write_lines(self, cart: Cart, previous: Sequence[CartLine] | None) -> None:
+        """Write the cart's lines; ``previous`` are those stored now (None: unknown, rewrite all)."""
         start = 0
         if previous is not None and len(cart.lines) >= len(previous) and cart.lines[: len(previous)] == tuple(previous):
             start = len(previous)  # lines only added at the end (the usual "add to cart"): insert those
-        elif not new:
+        else:
             await self.conn.execute(_DELETE_CART_LINES, {"cart_id": cart.id})
         if cart.lines[start:]:
             await self.conn.execute(
@@ -522,7 +523,7 @@ class SqlCarts:
 
     async def insert(self, cart: Cart) -> None:
         await self.conn.execute(insert(t.carts), {"id": cart.id, **self._row(cart)})
-        await self._write_lines(cart, new=True)
+        await self._write_lines(cart, ())
 
     async def update(
         self, cart: Cart, expected_version: int, *, lines: bool = True, previous: Sequence[CartLine] | None = None
@@ -534,7 +535,7 @@ class SqlCarts:
         if result.rowcount != 1:
             return False
         if lines:
-            await self._write_lines(cart, previous=previous)
+            await self._write_lines(cart, previous)
         return True
 
     async def open_for_customer(self, customer_id: str) -> Cart | None:

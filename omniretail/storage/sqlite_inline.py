@@ -213,7 +213,7 @@ class InlineConnection:
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> CursorResult[*tuple[Any, ...]]:
         conn = self.sync_connection
-        try:
+        try:  # the usual case, without building the retry's closure and coroutine
             return conn.execute(statement, parameters, execution_options=execution_options)
         except sa_exc.OperationalError as exc:
             if not is_busy(exc):
