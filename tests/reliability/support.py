@@ -249,6 +249,15 @@ class Gateway:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
 
+    def freeze(self) -> None:
+        """SIGSTOP the process group: the server stops wherever it is, mid-request included."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             if self.proc is not None:

@@ -6,8 +6,8 @@ none is doubled (one order per cart, one per key), and stock and orders reconcil
 on hand + units sold; exactly as many orders as units when more buyers than units came). A
 request in flight at the kill leaves its key "in flight": retries get 409 until the 30 s lease
 runs out, then take the key over (the checkout route finishes an order the dead request had
-committed). The test also checks that the kill did interrupt requests and left such keys, so the
-recovery paths really ran.
+committed). The kill is timed to fall while a key is in flight (see `kill_in_flight`), and the
+test checks that it did interrupt requests and leave such keys, so the recovery paths really ran.
 
 SQLite and PostgreSQL run at the same time in one test, so the 30 s lease is waited out once.
 """
@@ -74,6 +74,36 @@ def is_final(r: httpx.Response) -> bool:
     return r.status_code == 201 or (r.status_code == 409 and problem_type(r) == "out-of-stock")
 
 
+async def kill_in_flight(gateway: Gateway, store: Store, rng: random.Random) -> None:
+    """kill -9 at a moment a checkout is in flight: an Idempotency-Key begun and not completed.
+
+    On SQLite a request runs from its key's begin to its completion without giving the event loop
+    up, so a kill at a random moment often falls between requests, leaving no key in flight. Instead, the gateway is
+    frozen (SIGSTOP), the database is asked whether a key is in flight, and the gateway is killed
+    while still frozen if one is, or thawed for a few milliseconds and frozen again if not."""
+    ik = t.idempotency_keys
+    db = store.database()
+
+    async def in_flight_keys() -> int:
+        async with db.read() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(ik).where(ik.c.status == "in_flight")) or 0)
+
+    try:
+        for _ in range(500):
+            gateway.freeze()
+            try:
+                in_flight = await asyncio.wait_for(in_flight_keys(), 10)
+            except TimeoutError:  # the frozen gateway holds a lock this read needs: try another moment
+                in_flight = 0
+            if in_flight:
+                break
+            gateway.thaw()
+            await asyncio.sleep(rng.uniform(0.001, 0.01))
+    finally:
+        gateway.kill()
+        await db.dispose()
+
+
 async def scenario(folder: Path, db_url: str | None) -> None:
     store: Store = await quick_store(folder, db_url, tables={"gateway": {"rate_limit_per_minute": 0}})
     rng = random.Random(8)
@@ -113,7 +143,7 @@ async def scenario(folder: Path, db_url: str | None) -> None:
 
             async def killer() -> None:
                 await kill_now.wait()
-                first.kill()
+                await kill_in_flight(first, store, rng)
 
             kill_task = asyncio.create_task(killer())
             await bounded(BUYERS, CONCURRENCY, checkout)
