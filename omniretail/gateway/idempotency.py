@@ -41,9 +41,9 @@ from sqlalchemy import bindparam, delete, select, update
 from omniretail.gateway.keys import Principal
 from omniretail.gateway.problems import NOT_FINAL, ApiError
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database, insert_or_ignore
+from omniretail.storage.database import Database, insert_or_ignore, prepared
 
-_COMPLETE = (
+_COMPLETE = prepared(
     update(t.idempotency_keys)
     .where(t.idempotency_keys.c.owner == bindparam("owner_"), t.idempotency_keys.c.key == bindparam("key_"))
     .values(

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from omniretail.storage.sqlite_inline import InlineConnection, connector, with_busy_retry
+from omniretail.storage.sqlite_inline import prepared as prepared  # re-exported: what repositories mark
 
 #: What ``Database.write()`` and ``read()`` yield: repositories use only the interface both share.
 DbConnection = AsyncConnection | InlineConnection
@@ -42,11 +43,12 @@ _BUILT: dict[tuple[str, str], Any] = {}
 
 def built_once(conn: DbConnection, name: str, build: Callable[[DbConnection], Any]) -> Any:
     """The statement ``name`` for ``conn``'s database, built by ``build`` the first time it is
-    asked for (hot statements that differ by dialect, such as ``ON CONFLICT`` ones)."""
+    asked for and :func:`prepared` (hot statements that differ by dialect, such as ``ON CONFLICT``
+    ones)."""
     key = (conn.dialect.name, name)
     stmt = _BUILT.get(key)
     if stmt is None:
-        stmt = _BUILT[key] = build(conn)
+        stmt = _BUILT[key] = prepared(build(conn))
     return stmt
 
 

@@ -24,7 +24,7 @@ from omniretail.domain.inventory import Reservation, ReservationStatus, StockLev
 from omniretail.domain.order import Fulfilment, Order, OrderLine, OrderStatus
 from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database, DbConnection, dialect_insert, insert_or_ignore
+from omniretail.storage.database import Database, DbConnection, dialect_insert, insert_or_ignore, prepared
 from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
 
 _product_decoder = msgspec.json.Decoder(Product)
@@ -391,28 +391,29 @@ class SqlStock:
         ]
 
 
-# Hot statements built once: SQLAlchemy memoizes a statement object's cache key, so executing a
-# prebuilt statement with parameters skips construction and key generation on every call.
-_SELECT_CART = select(t.carts).where(t.carts.c.id == bindparam("cart_id"))
-_SELECT_CART_LINES = (
+# Hot statements built once and prepared (storage.sqlite_inline.prepared): on SQLite they run
+# straight through sqlite3; elsewhere SQLAlchemy memoizes a prebuilt statement's cache key, so
+# executing it skips construction and key generation on every call.
+_SELECT_CART = prepared(select(t.carts).where(t.carts.c.id == bindparam("cart_id")))
+_SELECT_CART_LINES = prepared(
     select(t.cart_lines.c.sku, t.cart_lines.c.quantity)
     .where(t.cart_lines.c.cart_id == bindparam("cart_id"))
     .order_by(t.cart_lines.c.position)
 )
-_DELETE_CART_LINES = delete(t.cart_lines).where(t.cart_lines.c.cart_id == bindparam("cart_id"))
-_INSERT_CART_LINES = insert(t.cart_lines)
-_UPDATE_CART = (
+_DELETE_CART_LINES = prepared(delete(t.cart_lines).where(t.cart_lines.c.cart_id == bindparam("cart_id")))
+_INSERT_CART_LINES = prepared(insert(t.cart_lines))
+_UPDATE_CART = prepared(
     update(t.carts)
     .where(t.carts.c.id == bindparam("cart_id"), t.carts.c.version == bindparam("expected_version"))
     .values({c.name: bindparam(f"new_{c.name}") for c in t.carts.c if c.name != "id"})
 )
-_INSERT_EVENT = insert(t.events).returning(t.events.c.seq)
-_PRODUCTS_BY_SKUS = (
+_INSERT_EVENT = prepared(insert(t.events).returning(t.events.c.seq))
+_PRODUCTS_BY_SKUS = prepared(
     select(t.variants.c.sku, t.products.c.doc)
     .join(t.products, t.products.c.id == t.variants.c.product_id)
     .where(t.variants.c.sku.in_(bindparam("skus", expanding=True)))
 )
-_TAKE = (
+_TAKE = prepared(
     update(t.stock_levels)
     .where(
         t.stock_levels.c.sku == bindparam("b_sku"),
@@ -421,7 +422,7 @@ _TAKE = (
     )
     .values(on_hand=t.stock_levels.c.on_hand - bindparam("b_quantity"), changed_us=bindparam("b_changed_us"))
 )
-_SWEEP_ONE = (
+_SWEEP_ONE = prepared(
     update(t.reservations)
     .where(
         t.reservations.c.status == ReservationStatus.ACTIVE.value,
@@ -432,22 +433,31 @@ _SWEEP_ONE = (
     .values(status=ReservationStatus.EXPIRED.value)
     .returning(t.reservations.c.sku, t.reservations.c.location_id, t.reservations.c.quantity)
 )
-_SELECT_CUSTOMER = select(t.customers).where(t.customers.c.id == bindparam("customer_id"))
-_SELECT_IDENTITIES = (
+_SELECT_CUSTOMER = prepared(select(t.customers).where(t.customers.c.id == bindparam("customer_id")))
+_SELECT_IDENTITIES = prepared(
     select(t.identities.c.kind, t.identities.c.value, t.identities.c.namespace)
     .where(t.identities.c.customer_id == bindparam("customer_id"))
     .order_by(t.identities.c.linked_at, t.identities.c.kind)
 )
-_CUSTOMER_STANDING = select(t.customers.c.merged_into, t.customers.c.tier).where(
-    t.customers.c.id == bindparam("customer_id")
+_CUSTOMER_STANDING = prepared(
+    select(t.customers.c.merged_into, t.customers.c.tier).where(t.customers.c.id == bindparam("customer_id"))
 )
-_INSERT_CUSTOMER = insert(t.customers)
-_FIND_IDENTITY = select(t.identities.c.customer_id).where(
-    t.identities.c.kind == bindparam("kind"),
-    t.identities.c.namespace == bindparam("namespace"),
-    t.identities.c.value == bindparam("value"),
+_INSERT_CUSTOMER = prepared(insert(t.customers))
+_FIND_IDENTITY = prepared(
+    select(t.identities.c.customer_id).where(
+        t.identities.c.kind == bindparam("kind"),
+        t.identities.c.namespace == bindparam("namespace"),
+        t.identities.c.value == bindparam("value"),
+    )
 )
-_INSERT_OUTBOX = insert(t.outbox)
+_INSERT_OUTBOX = prepared(insert(t.outbox))
+_INSERT_CART = prepared(insert(t.carts))
+_INSERT_ORDER_LINES = prepared(insert(t.order_lines))
+_ADOPT_CART = prepared(
+    update(t.events)
+    .where(t.events.c.cart_id == bindparam("b_cart_id"), t.events.c.customer_id.is_(None))
+    .values(customer_id=bindparam("b_customer_id"))
+)
 # PostgreSQL: the event and its outbox row in one statement (one round trip, not two).
 _RECORDED = (
     insert(t.events)
@@ -522,7 +532,7 @@ class SqlCarts:
             )
 
     async def insert(self, cart: Cart) -> None:
-        await self.conn.execute(insert(t.carts), {"id": cart.id, **self._row(cart)})
+        await self.conn.execute(_INSERT_CART, {"id": cart.id, **self._row(cart)})
         await self._write_lines(cart, ())
 
     async def update(
@@ -679,7 +689,7 @@ class SqlOrders:
         if result.rowcount != 1:  # this cart or external reference has its order already
             return False
         await self.conn.execute(
-            insert(t.order_lines),
+            _INSERT_ORDER_LINES,
             [
                 {
                     "order_id": order.id,
@@ -925,11 +935,7 @@ class SqlEventLog:
         return await self._list(t.events.c.cart_id == cart_id)
 
     async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
-        await self.conn.execute(
-            update(t.events)
-            .where(t.events.c.cart_id == cart_id, t.events.c.customer_id.is_(None))
-            .values(customer_id=customer_id)
-        )
+        await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
 
 
 class SqlTransaction:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import column, insert, table, text
 
 from omniretail.storage.database import Database
-from omniretail.storage.sqlite_inline import with_busy_retry
+from omniretail.storage.sqlite_inline import prepared, with_busy_retry
 
 
 def hold_write_lock(path: Path, seconds: float, started: threading.Event) -> threading.Thread:
@@ -66,8 +66,9 @@ async def test_a_locked_database_is_waited_for_without_blocking_the_loop(tmp_pat
 
 
 async def test_a_statement_that_meets_a_lock_is_retried(tmp_path: Path) -> None:
-    """Not only BEGIN: any statement refused with SQLITE_BUSY runs again once the lock is gone
-    (here a read, against a connection that holds the file in exclusive locking mode)."""
+    """Not only BEGIN: a read against a connection that holds the file in exclusive locking mode
+    waits until the lock is gone (here the new connection's PRAGMAs meet it; a statement's own
+    retry is the next test's)."""
     path = tmp_path / "exclusive.db"
     db = Database(f"sqlite:///{path}")
     async with db.write() as conn:
@@ -177,3 +178,34 @@ async def test_a_failed_write_rolls_back_and_leaves_the_lock_free(tmp_path: Path
     async with db.read() as conn:
         assert (await conn.scalar(text("SELECT count(*) FROM t"))) == 0
     await db.dispose()
+
+
+_INSERT_T = prepared(insert(table("t", column("x"))))
+
+
+@pytest.mark.parametrize("kind", ["through SQLAlchemy", "prepared"])
+async def test_a_statement_that_meets_a_writer_is_retried(tmp_path: Path, kind: str) -> None:
+    """Not only BEGIN and new connections: a statement refused with SQLITE_BUSY runs again once
+    the lock is gone, whether SQLAlchemy runs it or it is prepared (run by sqlite3 directly).
+    Here a write in a transaction begun without the lock (a deferred BEGIN, on a pooled
+    connection) meets another connection's write lock."""
+    path = tmp_path / "writer.db"
+    db = Database(f"sqlite:///{path}")
+    async with db.write() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    started = threading.Event()
+    try:
+        async with db.read() as conn:  # BEGIN (deferred): no lock, no snapshot yet
+            holder = hold_write_lock(path, 0.3, started)
+            await asyncio.to_thread(started.wait)
+            began = time.monotonic()
+            if kind == "prepared":
+                result = await conn.execute(_INSERT_T, {"x": 2})
+            else:
+                result = await conn.execute(text("INSERT INTO t VALUES (2)"))
+            waited = time.monotonic() - began
+            holder.join()
+    finally:
+        await db.dispose()
+    assert result.rowcount == 1
+    assert waited >= 0.15  # it met the other writer's lock and waited for it
