@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 
@@ -16,6 +17,10 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+#: RFC 4648 base32 digits to Crockford's, lower case (``base64.b32encode`` does the arithmetic).
+_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
+
+
 def new_id(prefix: str) -> str:
     """A ULID-like id: 48-bit millisecond time then 80 random bits, Crockford base32, prefixed.
 
@@ -23,7 +28,10 @@ def new_id(prefix: str) -> str:
     but enumerating them must not be a way in).
     """
     ms = time.time_ns() // 1_000_000
-    return f"{prefix}_{_b32(ms, 10)}{_b32(secrets.randbits(80), 16)}".lower()
+    # Ten digits of time (50 bits, the top two zero), then sixteen of randomness (80 bits).
+    time_digits = base64.b32encode((ms << 30).to_bytes(10, "big"))[:10]
+    random_digits = base64.b32encode(secrets.token_bytes(10))
+    return f"{prefix.lower()}_{(time_digits + random_digits).translate(_TO_CROCKFORD).decode()}"
 
 
 def new_order_number() -> str:

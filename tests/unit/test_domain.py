@@ -151,6 +151,26 @@ def test_events_round_trip_with_stable_tags() -> None:
     assert event.subject == {"order_id": "ord_1"}
 
 
+def crockford(value: int, digits: int) -> str:
+    """The reference: ``value`` as ``digits`` Crockford base32 digits, most significant first."""
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(digits)))
+
+
+def test_an_id_is_its_millisecond_then_80_random_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import omniretail.domain.ids as ids
+
+    randomness = iter([bytes(range(1, 11)), b"\xff" * 10, b"\x00" * 10])
+    monkeypatch.setattr(ids.secrets, "token_bytes", lambda n: next(randomness))
+    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_123 * 1_000_000 + 999_999)
+    first = new_id("Cart")
+    expected = crockford(1_700_000_000_123, 10) + crockford(int.from_bytes(bytes(range(1, 11)), "big"), 16)
+    assert first == f"cart_{expected}"
+    late = new_id("cart")  # the most random bits at this millisecond...
+    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_124 * 1_000_000)
+    assert late < new_id("cart")  # ...sort before the fewest at the next
+
+
 def test_ids_sort_by_time_and_codes_normalise() -> None:
     a, b = new_id("ord"), new_id("ord")
     assert a.startswith("ord_") and len(a) == 30 and a != b
