@@ -58,7 +58,11 @@ class SqlProducts:
     async def get_by_skus(self, skus: Sequence[str]) -> dict[str, Product]:
         if not skus:
             return {}
-        rows = await self.conn.execute(_PRODUCTS_BY_SKUS, {"skus": list(set(skus))})
+        unique = set(skus)
+        if len(unique) == 1:  # the usual cart: one prepared statement, no IN list to expand
+            rows = await self.conn.execute(_PRODUCT_BY_SKU, {"sku": next(iter(unique))})
+        else:
+            rows = await self.conn.execute(_PRODUCTS_BY_SKUS, {"skus": list(unique)})
         return {sku: _product_decoder.decode(doc) for sku, doc in rows}
 
     async def sku_owner(self, sku: str) -> str | None:
@@ -412,6 +416,11 @@ _PRODUCTS_BY_SKUS = prepared(
     select(t.variants.c.sku, t.products.c.doc)
     .join(t.products, t.products.c.id == t.variants.c.product_id)
     .where(t.variants.c.sku.in_(bindparam("skus", expanding=True)))
+)
+_PRODUCT_BY_SKU = prepared(
+    select(t.variants.c.sku, t.products.c.doc)
+    .join(t.products, t.products.c.id == t.variants.c.product_id)
+    .where(t.variants.c.sku == bindparam("sku"))
 )
 _TAKE = prepared(
     update(t.stock_levels)
