@@ -109,6 +109,11 @@ class Database:
             )
             self.engine = None
             self._write_lock = asyncio.Lock()
+            # Writers in this process take turns (the lock above), so one connection serves them
+            # all, kept out of the pool (a checkout and a check-in with its reset, per write, cost
+            # more than a short transaction does). Not for an in-memory database: its one shared
+            # connection stays the pool's.
+            self._keep_writer = not memory
             _install_sqlite_discipline(self.sync_engine)
         else:
             self.engine = create_async_engine(
@@ -116,6 +121,8 @@ class Database:
             )
             self.sync_engine = self.engine.sync_engine
             self._write_lock = None
+            self._keep_writer = False
+        self._writer: Connection | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -131,19 +138,36 @@ class Database:
             return
         assert self._write_lock is not None
         async with self._write_lock:
-            with await self._connect() as sync:
-                raw = sync.connection.dbapi_connection
-                assert raw is not None
-                with sync.begin():
-                    # Take the write lock first, waiting (asyncio sleeps) while another process
-                    # holds it: no later statement of the transaction can then meet a lock.
-                    # BEGIN and COMMIT go to sqlite3 directly (SQLAlchemy's statement machinery
-                    # costs more than they do); the block's own statements go through SQLAlchemy.
-                    await with_busy_retry(lambda: raw.execute("BEGIN IMMEDIATE"), self._busy_timeout)
-                    yield InlineConnection(sync, self._busy_timeout)
-                    # Retried while busy; ``sync.begin()`` then finds nothing left to commit.
-                    await with_busy_retry(raw.commit, self._busy_timeout)
+            if not self._keep_writer:
+                with await self._connect() as sync:
+                    async with self._sqlite_transaction(sync) as conn:
+                        yield conn
+            else:
+                kept = self._writer
+                if kept is None or kept.closed or kept.invalidated:
+                    kept = self._writer = await self._connect()
+                try:
+                    async with self._sqlite_transaction(kept) as conn:
+                        yield conn
+                except BaseException:
+                    if kept.invalidated:  # the driver lost the connection: the next write opens another
+                        self._writer = None
+                        kept.close()
+                    raise
         self.generation += 1
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self, sync: Connection) -> AsyncIterator[InlineConnection]:
+        raw = sync.connection.dbapi_connection
+        assert raw is not None
+        with sync.begin():
+            # Take the write lock first, waiting (asyncio sleeps) while another process holds
+            # it: no later statement of the transaction can then meet a lock. BEGIN and COMMIT
+            # go to sqlite3 directly (SQLAlchemy's statement machinery costs more than they do).
+            await with_busy_retry(lambda: raw.execute("BEGIN IMMEDIATE"), self._busy_timeout)
+            yield InlineConnection(sync, self._busy_timeout)
+            # Retried while busy; ``sync.begin()`` then finds nothing left to commit.
+            await with_busy_retry(raw.commit, self._busy_timeout)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[DbConnection]:
@@ -181,6 +205,9 @@ class Database:
         if self.engine is not None:
             await self.engine.dispose()
         else:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             self.sync_engine.dispose()
 
 
