@@ -6,8 +6,8 @@ Builds a throwaway store (SQLite, or PostgreSQL with ``--postgres-url``: the dat
 reports for N repetitions of the flow:
 
 * wall and CPU milliseconds per repetition (CPU of this process, all threads);
-* CPU milliseconds and SQL statements (counted on the engine: SAVEPOINTs included, BEGIN and
-  COMMIT not) per call, and for the outbox worker's delivery of the repetitions' events
+* CPU milliseconds and SQL statements (those the code executes: BEGIN, COMMIT and SAVEPOINTs
+  not counted) per call, and for the outbox worker's delivery of the repetitions' events
   afterwards (on SQLite the gateway runs that worker in-process, so a served order costs both);
 * cProfile self time grouped by package, and the top functions.
 
@@ -61,10 +61,10 @@ def _group(filename: str, function: str) -> str:
 async def _profile(
     args: argparse.Namespace, store: Store
 ) -> tuple[float, float, dict[str, float], dict[str, float], cProfile.Profile]:
-    from sqlalchemy import event
-
     from omniretail.gateway.app import create_app
     from omniretail.kernel import Kernel
+    from omniretail.storage.postgres import PgConnection
+    from omniretail.storage.sqlite_inline import InlineConnection
     from omniretail.worker import OutboxWorker
 
     kernel = Kernel.from_path(store.config)
@@ -74,9 +74,17 @@ async def _profile(
     step_cpu: dict[str, float] = defaultdict(float)
     current = ["setup"]
 
-    @event.listens_for(kernel.db.sync_engine, "before_cursor_execute")
-    def _count(*_: Any) -> None:
-        statements[current[0]] += 1
+    # Counted where the code hands a statement to the connection: prepared statements run by
+    # the driver directly never reach SQLAlchemy's cursor events.
+    for cls in (InlineConnection, PgConnection):
+        for name in ("execute", "exec_driver_sql"):
+            original = getattr(cls, name)
+
+            async def counted(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                statements[current[0]] += 1
+                return await _original(self, *args, **kwargs)
+
+            setattr(cls, name, counted)
 
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     headers = {"Authorization": f"Bearer {store.key}"}
@@ -148,7 +156,7 @@ def report(
     print(f"{args.flow}: {wall / args.n * 1000:.2f} ms wall, {cpu / args.n * 1000:.2f} ms CPU per repetition")
     print("per call (client included), then the outbox worker's delivery of the repetitions' events:")
     for step, seconds in step_cpu.items():
-        print(f"  {step:<14} {seconds / args.n * 1000:6.2f} ms CPU  {statements[step]:5.1f} SQL statements")
+        print(f"  {step:<14} {seconds / args.n * 1000:6.2f} ms CPU  {statements.get(step, 0):5.1f} SQL statements")
     stats = pstats.Stats(profiler)
     groups: Counter[str] = Counter()
     total = 0.0

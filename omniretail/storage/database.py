@@ -20,14 +20,15 @@ from typing import Any
 from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool, StaticPool
 
+from omniretail.storage.postgres import PgConnection
+from omniretail.storage.prepared import prepared as prepared  # re-exported: what repositories mark
 from omniretail.storage.sqlite_inline import InlineConnection, connector, with_busy_retry
-from omniretail.storage.sqlite_inline import prepared as prepared  # re-exported: what repositories mark
 
 #: What ``Database.write()`` and ``read()`` yield: repositories use only the interface both share.
-DbConnection = AsyncConnection | InlineConnection
+DbConnection = PgConnection | InlineConnection
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -81,8 +82,10 @@ def normalize_url(url: str, base_dir: Path | None = None) -> str:
 
 class Database:
     """Owns the engine. ``write()`` and ``read()`` hand out connections inside a transaction:
-    an ``AsyncConnection`` on PostgreSQL, an :class:`~omniretail.storage.sqlite_inline.InlineConnection`
-    (the same interface, over SQLAlchemy's sync engine on the loop's thread) on SQLite."""
+    a :class:`~omniretail.storage.postgres.PgConnection` (SQLAlchemy's ``AsyncConnection``, with
+    prepared statements run by asyncpg directly) on PostgreSQL, an
+    :class:`~omniretail.storage.sqlite_inline.InlineConnection` (the same interface, over
+    SQLAlchemy's sync engine on the loop's thread) on SQLite."""
 
     def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
         self.url = url
@@ -133,7 +136,7 @@ class Database:
         """A write transaction: committed when the block ends, rolled back on any exception."""
         if self.engine is not None:
             async with self.engine.begin() as pg:
-                yield pg
+                yield PgConnection(pg)
             self.generation += 1
             return
         assert self._write_lock is not None
@@ -180,14 +183,14 @@ class Database:
             return
         async with self.engine.connect() as pg:
             pg = await pg.execution_options(isolation_level="AUTOCOMMIT")
-            yield pg
+            yield PgConnection(pg)
         self.generation += 1
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[DbConnection]:
         if self.engine is not None:
             async with self.engine.connect() as pg:
-                yield pg
+                yield PgConnection(pg)
             return
         with await self._connect() as sync:
             raw = sync.connection.dbapi_connection

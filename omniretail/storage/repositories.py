@@ -474,7 +474,7 @@ _RECORDED = (
     .returning(t.events.c.seq, t.events.c.occurred_at)
     .cte("recorded")
 )
-_RECORD_EVENT_PG = (
+_RECORD_EVENT_PG = prepared(
     insert(t.outbox)
     .from_select(
         ["event_seq", "status", "attempts", "available_at"],

@@ -38,16 +38,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, TypeVarTuple, cast, overload
+from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, CursorResult, Dialect
+from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult
 from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.selectable import TypedReturnsRows
+
+from omniretail.storage.prepared import PREPARED, Plan, Result, plan_for
 
 #: Backoff between retries of a statement that met another process's lock.
 _FIRST_DELAY = 0.001
@@ -174,213 +175,6 @@ def connector(path: str, *, uri: bool) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-# -- prepared statements -------------------------------------------------------------------------
-
-E = TypeVar("E", bound=Executable)
-
-_PREPARED: dict[int, Executable] = {}
-
-
-def prepared(statement: E) -> E:
-    """Mark ``statement``, built once and kept for the life of the process (a module-level
-    constant, or one from ``built_once``), to run on SQLite straight through ``sqlite3``.
-
-    SQLAlchemy spends 20-60 µs on each execution of a statement SQLite runs in 5-15 µs: an
-    execution context, parameter construction, events, a cursor result and its row processors.
-    A prepared statement is compiled by SQLAlchemy once per parameter-key set (the compiled SQL,
-    the order of its parameters, their bind processors and the result columns' processors, all
-    as SQLAlchemy's compiled form gives them), then each execution converts the parameters,
-    runs the SQL and converts the rows with those. Anything that needs SQLAlchemy's execution
-    machinery (Python-side column defaults, expanding ``IN`` parameters, execution options,
-    many-row ``RETURNING``, a parameter that fails to convert) runs through SQLAlchemy as before.
-    On PostgreSQL the mark changes nothing."""
-    _PREPARED[id(statement)] = statement
-    return statement
-
-
-class _Scalars:
-    __slots__ = ("_values",)
-
-    def __init__(self, values: list[Any]) -> None:
-        self._values = values
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def all(self) -> list[Any]:
-        return list(self._values)
-
-    def first(self) -> Any:
-        return self._values[0] if self._values else None
-
-    def one(self) -> Any:
-        return _one(self._values)
-
-    def one_or_none(self) -> Any:
-        return _one(self._values) if self._values else None
-
-
-def _one(rows: list[Any]) -> Any:
-    if not rows:
-        raise sa_exc.NoResultFound("No row was found when one was required")
-    if len(rows) > 1:
-        raise sa_exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
-    return rows[0]
-
-
-class _Result:
-    """The part of ``CursorResult`` this code base uses, over rows fetched already."""
-
-    __slots__ = ("_rows", "rowcount")
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows = rows
-        self.rowcount = rowcount
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._rows)
-
-    def all(self) -> list[Any]:
-        return list(self._rows)
-
-    fetchall = all
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def one(self) -> Any:
-        return _one(self._rows)
-
-    def one_or_none(self) -> Any:
-        return _one(self._rows) if self._rows else None
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalar_one(self) -> Any:
-        return _one(self._rows)[0]
-
-    def scalar_one_or_none(self) -> Any:
-        return _one(self._rows)[0] if self._rows else None
-
-    def scalars(self) -> _Scalars:
-        return _Scalars([row[0] for row in self._rows])
-
-
-class _Plan:
-    """One prepared statement compiled for one parameter-key set (see :func:`prepared`)."""
-
-    __slots__ = ("binds", "many", "row", "row_processors", "sql")
-
-    def __init__(self, statement: Executable, dialect: Dialect, keys: list[str], many: bool) -> None:
-        compiled: Any = cast(Any, statement).compile(dialect=dialect, column_keys=keys, for_executemany=many)
-        if (
-            compiled.insert_prefetch
-            or compiled.update_prefetch
-            or compiled.post_compile_params
-            or compiled.literal_execute_params
-            or compiled.escaped_bind_names
-            or (many and compiled._result_columns)
-        ):
-            raise _NotPreparable
-        processors = compiled._bind_processors
-        self.binds: list[tuple[str, Any, bool, Any]] = []
-        for name in compiled.positiontup:
-            bind = compiled.binds[name]
-            if bind.callable is not None:
-                raise _NotPreparable
-            self.binds.append((name, processors.get(name), bind.required, bind.value))
-        columns = compiled._result_columns
-        names = [entry[0] for entry in columns]
-        if len(set(names)) != len(names) or not all(name.isidentifier() for name in names):
-            raise _NotPreparable
-        self.row: Any = _row_class(tuple(names)) if names else None
-        row_processors = [entry[3]._cached_result_processor(dialect, None) for entry in columns]
-        self.row_processors = row_processors if any(row_processors) else None
-        self.sql: str = compiled.string
-        self.many = many
-
-    def arguments(self, parameters: Any) -> tuple[Any, ...]:
-        out = []
-        for name, process, required, default in self.binds:
-            if name in parameters:
-                value = parameters[name]
-            elif required:
-                raise _NotPreparable  # SQLAlchemy names the missing parameter
-            else:
-                value = default
-            out.append(value if process is None or value is None else process(value))
-        return tuple(out)
-
-    def run(self, raw: sqlite3.Connection, arguments: Any) -> _Result:
-        if self.many:
-            return _Result([], raw.executemany(self.sql, arguments).rowcount)
-        cursor = raw.execute(self.sql, arguments)
-        if cursor.description is None:
-            return _Result([], cursor.rowcount)
-        rows = cursor.fetchall()
-        make = self.row._make
-        processors = self.row_processors
-        if processors is None:
-            return _Result([make(row) for row in rows], cursor.rowcount)
-        return _Result(
-            [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in rows],
-            cursor.rowcount,
-        )
-
-
-class _NotPreparable(Exception):
-    """This statement or these parameters need SQLAlchemy's execution machinery."""
-
-
-_ROW_CLASSES: dict[tuple[str, ...], type] = {}
-
-
-def _row_class(names: tuple[str, ...]) -> type:
-    """A named tuple standing in for SQLAlchemy's ``Row``: index, unpack, attribute, ``_asdict``."""
-    cls = _ROW_CLASSES.get(names)
-    if cls is None:
-        base = namedtuple("Row", names)  # type: ignore[misc]
-        cls = _ROW_CLASSES[names] = type("Row", (base,), {"__slots__": (), "_mapping": property(base._asdict)})
-    return cls
-
-
-#: Plans by (statement id, parameter keys, many); None where the statement cannot be prepared.
-_PLANS: dict[tuple[int, tuple[str, ...], bool], _Plan | None] = {}
-
-
-def _plan_for(statement: Executable, dialect: Dialect, parameters: Any) -> tuple[_Plan, Any] | None:
-    """The plan and the converted arguments for running ``statement`` with ``parameters``
-    directly, or None to run it through SQLAlchemy."""
-    many = isinstance(parameters, list) and len(parameters) > 1
-    if isinstance(parameters, list):
-        if not parameters:
-            return None
-        first = parameters[0]
-    else:
-        first = parameters if parameters is not None else {}
-    if not isinstance(first, dict):
-        return None
-    keys = tuple(sorted(first))
-    key = (id(statement), keys, many)
-    if key in _PLANS:
-        plan = _PLANS[key]
-    else:
-        try:
-            plan = _Plan(statement, dialect, list(keys), many)
-        except _NotPreparable:
-            plan = None
-        _PLANS[key] = plan
-    if plan is None:
-        return None
-    try:
-        if many:
-            return plan, [plan.arguments(p) for p in parameters]
-        return plan, plan.arguments(first)
-    except Exception:  # a value its bind processor refuses: SQLAlchemy raises its own error for it
-        return None
-
-
 class InlineConnection:
     """The ``AsyncConnection`` interface this code base uses, over a sync SQLAlchemy connection
     on the loop's thread (see the module docstring)."""
@@ -421,8 +215,8 @@ class InlineConnection:
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> CursorResult[*tuple[Any, ...]]:
         conn = self.sync_connection
-        if execution_options is None and id(statement) in _PREPARED:
-            direct = _plan_for(statement, conn.dialect, parameters)
+        if execution_options is None and id(statement) in PREPARED:
+            direct = plan_for(statement, conn.dialect, parameters)
             if direct is not None:
                 return cast("CursorResult[*tuple[Any, ...]]", await self._run(*direct))
         try:  # the usual case, without building the retry's closure and coroutine
@@ -434,15 +228,22 @@ class InlineConnection:
             lambda: conn.execute(statement, parameters, execution_options=execution_options), self._busy_timeout
         )
 
-    async def _run(self, plan: _Plan, arguments: Any) -> Any:
+    async def _run(self, plan: Plan, arguments: Any) -> Result:
         raw: Any = self.sync_connection.connection.dbapi_connection
+
+        def run() -> Result:
+            if plan.many:
+                return Result([], raw.executemany(plan.sql, arguments).rowcount)
+            cursor = raw.execute(plan.sql, arguments)  # a plain sqlite3 cursor: fetched right here
+            return Result(plan.rows(cursor.fetchall()) if cursor.description is not None else [], cursor.rowcount)
+
         try:
             try:
-                return plan.run(raw, arguments)
+                return run()
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
-            return await with_busy_retry(lambda: plan.run(raw, arguments), self._busy_timeout)
+            return await with_busy_retry(run, self._busy_timeout)
         except sqlite3.Error as exc:  # as SQLAlchemy raises it: IntegrityError and the rest
             raise sa_exc.DBAPIError.instance(plan.sql, arguments, exc, sqlite3.Error) from exc
 
@@ -450,8 +251,23 @@ class InlineConnection:
         conn = self.sync_connection
         return await with_busy_retry(lambda: conn.exec_driver_sql(statement, parameters), self._busy_timeout)
 
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
+
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[T], parameters: Any = None) -> T | None: ...
+
+    @overload
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
+
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
         return (await self.execute(statement, parameters)).scalar()
+
+    @overload
+    async def scalars(self, statement: TypedReturnsRows[T], parameters: Any = None) -> ScalarResult[T]: ...
+
+    @overload
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
 
     async def scalars(self, statement: Executable, parameters: Any = None) -> Any:
         return (await self.execute(statement, parameters)).scalars()

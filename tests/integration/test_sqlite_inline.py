@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import column, insert, table, text
 
 from omniretail.storage.database import Database
-from omniretail.storage.sqlite_inline import prepared, with_busy_retry
+from omniretail.storage.prepared import prepared
+from omniretail.storage.sqlite_inline import with_busy_retry
 
 
 def hold_write_lock(path: Path, seconds: float, started: threading.Event) -> threading.Thread:

@@ -1,0 +1,157 @@
+"""PostgreSQL connections: SQLAlchemy's ``AsyncConnection``, with prepared statements
+(:mod:`omniretail.storage.prepared`) run through asyncpg directly.
+
+A prepared statement's SQL goes to SQLAlchemy's own asyncpg adapter, the way its cursor does it:
+under the adapter's mutex, in the adapter's transaction (begun lazily, as the cursor begins it;
+none in autocommit mode), as one of the adapter's cached asyncpg prepared statements. So
+``Database.write()``'s commit, a read's rollback on check-in and autocommit all behave as for any
+other statement. Errors are translated as the adapter translates them and raised as SQLAlchemy's
+``DBAPIError`` subclasses; a lost connection is invalidated, as SQLAlchemy would.
+
+The adapter's internals this relies on are checked once; if a SQLAlchemy release changes them,
+every statement runs through SQLAlchemy again (slower, not wrong).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
+from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio.engine import AsyncTransaction
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.selectable import TypedReturnsRows
+
+from omniretail.storage.prepared import PREPARED, Plan, Result, plan_for
+
+T = TypeVar("T")
+_Ts = TypeVarTuple("_Ts")
+
+_STATUS = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+_ADAPTER_NEEDS = ("_execute_mutex", "_transaction", "_start_transaction", "_prepare", "_handle_exception")
+_adapter_ok: dict[type, bool] = {}
+
+
+def _direct_ok(adapted: Any) -> bool:
+    kind = type(adapted)
+    ok = _adapter_ok.get(kind)
+    if ok is None:
+        ok = _adapter_ok[kind] = all(hasattr(adapted, name) for name in _ADAPTER_NEEDS)
+    return ok
+
+
+class PgConnection:
+    """``AsyncConnection`` for the repositories: ``execute`` (prepared statements directly),
+    ``scalar``, ``scalars``, ``exec_driver_sql``, ``begin_nested``, ``run_sync``, ``dialect``;
+    anything else is the ``AsyncConnection``'s own."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._conn.dialect
+
+    @property
+    def async_connection(self) -> AsyncConnection:
+        return self._conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    @overload
+    async def execute(
+        self,
+        statement: TypedReturnsRows[*_Ts],
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*_Ts]: ...
+
+    @overload
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*tuple[Any, ...]]:
+        if execution_options is None and id(statement) in PREPARED:
+            direct = plan_for(statement, self._conn.dialect, parameters)
+            if direct is not None and not direct[0].many:
+                result = await self._run(*direct)
+                if result is not None:
+                    return cast("CursorResult[*tuple[Any, ...]]", result)
+        return await self._conn.execute(statement, parameters, execution_options=execution_options)
+
+    async def _run(self, plan: Plan, arguments: tuple[Any, ...]) -> Result | None:
+        sync: Any = self._conn.sync_connection
+        adapted: Any = sync.connection.dbapi_connection
+        if not _direct_ok(adapted):
+            return None
+        dialect: Any = sync.dialect
+        try:
+            async with adapted._execute_mutex:
+                if adapted._transaction is None:
+                    await adapted._start_transaction()  # as the adapter's cursor does; none in autocommit
+                statement, _attributes = await adapted._prepare(plan.sql, dialect._invalidate_schema_cache_asof)
+                fetched = await statement.fetch(*arguments)
+                status = statement.get_statusmsg()
+        except Exception as error:
+            try:
+                adapted._handle_exception(error)  # raises the DBAPI-level translation of ``error``
+            except Exception as translated:
+                error = translated
+            disconnected = dialect.is_disconnect(error, adapted, None)
+            if disconnected:
+                await self._conn.invalidate(error)
+            raise sa_exc.DBAPIError.instance(
+                plan.sql, arguments, error, dialect.loaded_dbapi.Error, connection_invalidated=disconnected
+            ) from error
+        match = _STATUS.match(status or "")
+        rowcount = int(match.group(1)) if match else -1
+        return Result(plan.rows(fetched) if plan.row is not None else [], rowcount)
+
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
+
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[T], parameters: Any = None) -> T | None: ...
+
+    @overload
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    @overload
+    async def scalars(self, statement: TypedReturnsRows[T], parameters: Any = None) -> ScalarResult[T]: ...
+
+    @overload
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalars()
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
+        return await self._conn.exec_driver_sql(statement, parameters)
+
+    def begin_nested(self) -> AsyncTransaction:
+        return self._conn.begin_nested()
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._conn.run_sync(fn, *args, **kwargs)

@@ -1,0 +1,221 @@
+"""Prepared statements: hot statements run by the database driver directly, not through
+SQLAlchemy's per-execution machinery.
+
+SQLAlchemy spends tens of microseconds on each execution of a statement: an execution context,
+parameter construction, events, a cursor result and its row processors (on PostgreSQL also a
+greenlet hop into the sync core and back). SQLite runs this store's statements in 5-15 µs, so
+there that machinery is most of a statement's cost; on PostgreSQL it about doubles the client's
+CPU per round trip (measured on a primary-key read: ~230 µs through SQLAlchemy, ~115 µs through
+asyncpg's own prepared statement).
+
+A statement marked with :func:`prepared` is compiled by SQLAlchemy once per dialect and set of
+parameter names, and the compiled form gives everything an execution needs: the SQL, the order
+of its parameters, their bind processors and the result columns' processors. Each execution then
+converts the parameters, hands the SQL to the driver (``sqlite3``; asyncpg through SQLAlchemy's
+own adapter, so its statement cache and transaction handling stay in charge) and converts the
+rows. Errors are raised as SQLAlchemy raises them (``IntegrityError`` and the rest).
+
+Whatever needs SQLAlchemy's execution machinery runs through SQLAlchemy as before: Python-side
+column defaults, expanding ``IN`` parameters, execution options, many-row statements with
+``RETURNING``, a missing parameter or one its bind processor refuses (SQLAlchemy then raises its
+own error for it). Only statements built once and kept may be marked: the mark keeps the
+statement for the life of the process.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Iterator
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import Executable
+
+E = TypeVar("E", bound=Executable)
+
+#: Marked statements by id (the statement is kept, so its id stays its own).
+PREPARED: dict[int, Executable] = {}
+
+
+def prepared(statement: E) -> E:
+    """Mark ``statement``, built once and kept for the life of the process (a module-level
+    constant, or one from ``built_once``), to run through the driver directly (module docstring)."""
+    PREPARED[id(statement)] = statement
+    return statement
+
+
+def _one(rows: list[Any]) -> Any:
+    if not rows:
+        raise sa_exc.NoResultFound("No row was found when one was required")
+    if len(rows) > 1:
+        raise sa_exc.MultipleResultsFound("Multiple rows were found when exactly one was required")
+    return rows[0]
+
+
+class Scalars:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: list[Any]) -> None:
+        self._values = values
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def all(self) -> list[Any]:
+        return list(self._values)
+
+    def first(self) -> Any:
+        return self._values[0] if self._values else None
+
+    def one(self) -> Any:
+        return _one(self._values)
+
+    def one_or_none(self) -> Any:
+        return _one(self._values) if self._values else None
+
+
+class Result:
+    """The part of ``CursorResult`` this code base uses, over rows fetched already."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return list(self._rows)
+
+    fetchall = all
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        return _one(self._rows)
+
+    def one_or_none(self) -> Any:
+        return _one(self._rows) if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return _one(self._rows)[0]
+
+    def scalar_one_or_none(self) -> Any:
+        return _one(self._rows)[0] if self._rows else None
+
+    def scalars(self) -> Scalars:
+        return Scalars([row[0] for row in self._rows])
+
+
+class NotPreparable(Exception):
+    """This statement or these parameters need SQLAlchemy's execution machinery."""
+
+
+_ROW_CLASSES: dict[tuple[str, ...], type] = {}
+
+
+def _row_class(names: tuple[str, ...]) -> type:
+    """A named tuple standing in for SQLAlchemy's ``Row``: index, unpack, attribute, ``_asdict``."""
+    cls = _ROW_CLASSES.get(names)
+    if cls is None:
+        base = namedtuple("Row", names)  # type: ignore[misc]
+        cls = _ROW_CLASSES[names] = type("Row", (base,), {"__slots__": (), "_mapping": property(base._asdict)})
+    return cls
+
+
+class Plan:
+    """One prepared statement compiled for one dialect and parameter-key set."""
+
+    __slots__ = ("binds", "many", "row", "row_processors", "sql")
+
+    def __init__(self, statement: Executable, dialect: Dialect, keys: list[str], many: bool) -> None:
+        compiled: Any = cast(Any, statement).compile(dialect=dialect, column_keys=keys, for_executemany=many)
+        if (
+            compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.post_compile_params
+            or compiled.literal_execute_params
+            or compiled.escaped_bind_names
+            or not compiled.positional
+            or (many and compiled._result_columns)
+        ):
+            raise NotPreparable
+        processors = compiled._bind_processors
+        self.binds: list[tuple[str, Any, bool, Any]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            if bind.callable is not None:
+                raise NotPreparable
+            self.binds.append((name, processors.get(name), bind.required, bind.value))
+        columns = compiled._result_columns
+        names = [entry[0] for entry in columns]
+        if len(set(names)) != len(names) or not all(name.isidentifier() for name in names):
+            raise NotPreparable
+        self.row: Any = _row_class(tuple(names)) if names else None
+        row_processors = [entry[3]._cached_result_processor(dialect, None) for entry in columns]
+        self.row_processors = row_processors if any(row_processors) else None
+        self.sql: str = compiled.string
+        self.many = many
+
+    def arguments(self, parameters: Any) -> tuple[Any, ...]:
+        out = []
+        for name, process, required, default in self.binds:
+            if name in parameters:
+                value = parameters[name]
+            elif required:
+                raise NotPreparable  # SQLAlchemy names the missing parameter
+            else:
+                value = default
+            out.append(value if process is None or value is None else process(value))
+        return tuple(out)
+
+    def rows(self, fetched: Any) -> list[Any]:
+        """The driver's rows as named tuples, each value converted by its column's type."""
+        make = self.row._make
+        processors = self.row_processors
+        if processors is None:
+            return [make(row) for row in fetched]
+        return [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in fetched]
+
+
+#: Plans by (dialect, statement id, parameter keys, many); None where it cannot be prepared.
+_PLANS: dict[tuple[str, int, tuple[str, ...], bool], Plan | None] = {}
+
+
+def plan_for(statement: Executable, dialect: Dialect, parameters: Any) -> tuple[Plan, Any] | None:
+    """The plan and the converted arguments for running ``statement`` with ``parameters``
+    directly (a tuple, or a list of tuples for many rows), or None to run it through SQLAlchemy."""
+    many = isinstance(parameters, list) and len(parameters) > 1
+    if isinstance(parameters, list):
+        if not parameters:
+            return None
+        first = parameters[0]
+    else:
+        first = parameters if parameters is not None else {}
+    if not isinstance(first, dict):
+        return None
+    keys = tuple(sorted(first))
+    key = (f"{dialect.name}+{dialect.driver}", id(statement), keys, many)
+    if key in _PLANS:
+        plan = _PLANS[key]
+    else:
+        try:
+            plan = Plan(statement, dialect, list(keys), many)
+        except NotPreparable:
+            plan = None
+        _PLANS[key] = plan
+    if plan is None:
+        return None
+    try:
+        if many:
+            return plan, [plan.arguments(p) for p in parameters]
+        return plan, plan.arguments(first)
+    except Exception:  # a value its bind processor refuses: SQLAlchemy raises its own error for it
+        return None
