@@ -6,7 +6,9 @@ under the adapter's mutex, in the adapter's transaction (begun lazily, as the cu
 none in autocommit mode), as one of the adapter's cached asyncpg prepared statements. So
 ``Database.write()``'s commit, a read's rollback on check-in and autocommit all behave as for any
 other statement. Errors are translated as the adapter translates them and raised as SQLAlchemy's
-``DBAPIError`` subclasses; a lost connection is invalidated, as SQLAlchemy would.
+``DBAPIError`` subclasses, after what SQLAlchemy does on them: statements cached against an old
+schema are forgotten, a lost connection is dropped with every pooled one as old as it, and a
+statement cancelled midway drops its connection (its state is unknown).
 
 The adapter's internals this relies on are checked once; if a SQLAlchemy release changes them,
 every statement runs through SQLAlchemy again (slower, not wrong).
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
+from contextlib import suppress
+from typing import Any, Never, NoReturn, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
@@ -112,19 +115,38 @@ class PgConnection:
                 fetched = await statement.fetch(*arguments)
                 status = statement.get_statusmsg()
         except Exception as error:
-            try:
-                adapted._handle_exception(error)  # raises the DBAPI-level translation of ``error``
-            except Exception as translated:
-                error = translated
-            disconnected = dialect.is_disconnect(error, adapted, None)
-            if disconnected:
-                await self._conn.invalidate(error)
-            raise sa_exc.DBAPIError.instance(
-                plan.sql, arguments, error, dialect.loaded_dbapi.Error, connection_invalidated=disconnected
-            ) from error
+            await self._failed(sync, adapted, plan, arguments, error)
+        except BaseException as error:
+            # Cancelled mid-statement (a client went away, a timeout): the connection's state is
+            # unknown (asyncpg may count a transaction the adapter never saw), so it is dropped,
+            # as SQLAlchemy drops it. Terminated at once, outside a greenlet: no graceful close
+            # to wait for while cancelled.
+            with suppress(Exception):
+                sync.invalidate(error)
+            raise
         match = _STATUS.match(status or "")
         rowcount = int(match.group(1)) if match else -1
         return Result(plan.rows(fetched) if plan.row is not None else [], rowcount)
+
+    async def _failed(self, sync: Any, adapted: Any, plan: Plan, arguments: Any, error: Exception) -> NoReturn:
+        """Raise ``error`` as SQLAlchemy would, doing what it does first: statements cached
+        against an old schema are forgotten, and a lost connection is dropped together with every
+        pooled connection as old as it (recycled on their next checkout)."""
+        dialect: Any = sync.dialect
+        try:
+            adapted._handle_exception(error)  # raises the DBAPI-level translation of ``error``
+        except Exception as translated:
+            error = translated
+        dbapi = dialect.loaded_dbapi
+        if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
+            dialect._invalidate_schema_cache()
+        disconnected = bool(dialect.is_disconnect(error, adapted, None))
+        if disconnected:
+            sync.engine.pool._invalidate(sync.connection, error, _checkin=False)
+            await self._conn.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            plan.sql, arguments, error, dbapi.Error, connection_invalidated=disconnected
+        ) from error
 
     @overload
     async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...

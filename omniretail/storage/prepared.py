@@ -24,6 +24,7 @@ statement for the life of the process.
 
 from __future__ import annotations
 
+import keyword
 from collections import namedtuple
 from collections.abc import Iterator
 from typing import Any, TypeVar, cast
@@ -121,6 +122,10 @@ class NotPreparable(Exception):
 _ROW_CLASSES: dict[tuple[str, ...], type] = {}
 
 
+def _plain_name(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
+
+
 def _row_class(names: tuple[str, ...]) -> type:
     """A named tuple standing in for SQLAlchemy's ``Row``: index, unpack, attribute, ``_asdict``."""
     cls = _ROW_CLASSES.get(names)
@@ -156,10 +161,13 @@ class Plan:
             self.binds.append((name, processors.get(name), bind.required, bind.value))
         columns = compiled._result_columns
         names = [entry[0] for entry in columns]
-        if len(set(names)) != len(names) or not all(name.isidentifier() for name in names):
-            raise NotPreparable
+        if len(set(names)) != len(names) or not all(_plain_name(name) for name in names):
+            raise NotPreparable  # a named tuple could not stand in for SQLAlchemy's Row
         self.row: Any = _row_class(tuple(names)) if names else None
-        row_processors = [entry[3]._cached_result_processor(dialect, None) for entry in columns]
+        try:  # some types choose their processor by the driver's column type, unknown here
+            row_processors = [entry[3]._cached_result_processor(dialect, None) for entry in columns]
+        except Exception as exc:
+            raise NotPreparable from exc
         self.row_processors = row_processors if any(row_processors) else None
         self.sql: str = compiled.string
         self.many = many
@@ -173,7 +181,7 @@ class Plan:
                 raise NotPreparable  # SQLAlchemy names the missing parameter
             else:
                 value = default
-            out.append(value if process is None or value is None else process(value))
+            out.append(value if process is None else process(value))
         return tuple(out)
 
     def rows(self, fetched: Any) -> list[Any]:

@@ -5,12 +5,28 @@ on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindparam, event, exc, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    event,
+    exc,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from omniretail.storage.database import Database, normalize_url
 from omniretail.storage.prepared import prepared
@@ -132,3 +148,50 @@ async def test_a_missing_or_refused_parameter_gets_sqlalchemys_error(db: Databas
     with pytest.raises(exc.StatementError, match="naive datetime"):
         async with db.write() as conn:
             await conn.execute(PREPARED["insert"], {"name": "n", "at": datetime(2026, 1, 1), "flag": True, "qty": 1})
+
+
+# -- PostgreSQL: a prepared statement's failures leave no broken connection behind ---------------
+
+SLEEP = prepared(select(func.pg_sleep(bindparam("seconds", type_=Float))))
+BACKEND_PID = prepared(select(func.pg_backend_pid()))
+
+
+@pytest.fixture
+async def pg(postgres_url: str | None) -> AsyncIterator[Database]:
+    if postgres_url is None:
+        pytest.skip("OMNIRETAIL_TEST_POSTGRES_URL is not set")
+    database = Database(normalize_url(postgres_url), pool_size=2)
+    yield database
+    await database.dispose()
+
+
+async def test_a_lost_connection_is_dropped_and_the_next_block_gets_a_new_one(pg: Database) -> None:
+    async with pg.read() as conn:
+        pid = await conn.scalar(BACKEND_PID)
+        async with pg.autocommit() as other:  # the server ends that session, as a restart would
+            await other.execute(select(func.pg_terminate_backend(pid)))
+        with pytest.raises(exc.DBAPIError) as raised:
+            await conn.scalar(BACKEND_PID)
+        assert raised.value.connection_invalidated
+    for _ in range(4):  # more blocks than the pool holds: none of them gets the dead connection
+        async with pg.read() as conn:
+            assert await conn.scalar(BACKEND_PID) != pid
+
+
+async def test_a_statement_cancelled_midway_leaves_no_broken_connection(pg: Database) -> None:
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with pg.write() as conn:
+            started.set()
+            await conn.execute(SLEEP, {"seconds": 5})
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    await asyncio.sleep(0.2)  # inside the statement now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(4):  # every connection the pool hands out works, in a transaction of its own
+        async with pg.write() as conn:
+            assert (await conn.execute(SLEEP, {"seconds": 0})).rowcount == 1
