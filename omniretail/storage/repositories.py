@@ -395,9 +395,9 @@ class SqlStock:
         ]
 
 
-# Hot statements built once and prepared (storage.sqlite_inline.prepared): on SQLite they run
-# straight through sqlite3; elsewhere SQLAlchemy memoizes a prebuilt statement's cache key, so
-# executing it skips construction and key generation on every call.
+# Hot statements built once. Prepared ones (storage.prepared) are run by the driver without
+# SQLAlchemy's per-execution work; the expanding IN cannot be, but built once it still saves
+# SQLAlchemy constructing the statement and its cache key on every call.
 _SELECT_CART = prepared(select(t.carts).where(t.carts.c.id == bindparam("cart_id")))
 _SELECT_CART_LINES = prepared(
     select(t.cart_lines.c.sku, t.cart_lines.c.quantity)
@@ -412,7 +412,7 @@ _UPDATE_CART = prepared(
     .values({c.name: bindparam(f"new_{c.name}") for c in t.carts.c if c.name != "id"})
 )
 _INSERT_EVENT = prepared(insert(t.events).returning(t.events.c.seq))
-_PRODUCTS_BY_SKUS = prepared(
+_PRODUCTS_BY_SKUS = (
     select(t.variants.c.sku, t.products.c.doc)
     .join(t.products, t.products.c.id == t.variants.c.product_id)
     .where(t.variants.c.sku.in_(bindparam("skus", expanding=True)))
