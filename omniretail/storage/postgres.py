@@ -61,10 +61,6 @@ class PgConnection:
     def dialect(self) -> Dialect:
         return self._conn.dialect
 
-    @property
-    def async_connection(self) -> AsyncConnection:
-        return self._conn
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
