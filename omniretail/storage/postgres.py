@@ -19,20 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Never, NoReturn, TypeVar, TypeVarTuple, cast, overload
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.asyncio.engine import AsyncTransaction
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.selectable import TypedReturnsRows
 
-from omniretail.storage.prepared import PREPARED, Plan, Result, plan_for
+from omniretail.storage.prepared import Plan, PreparingConnection, Result
 
 T = TypeVar("T")
-_Ts = TypeVarTuple("_Ts")
 
 _STATUS = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 _ADAPTER_NEEDS = ("_execute_mutex", "_transaction", "_start_transaction", "_prepare", "_handle_exception")
@@ -47,7 +45,7 @@ def _direct_ok(adapted: Any) -> bool:
     return ok
 
 
-class PgConnection:
+class PgConnection(PreparingConnection):
     """``AsyncConnection`` for the repositories: ``execute`` (prepared statements directly),
     ``scalar``, ``scalars``, ``exec_driver_sql``, ``begin_nested``, ``run_sync``, ``dialect``;
     anything else is the ``AsyncConnection``'s own."""
@@ -64,40 +62,14 @@ class PgConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    @overload
-    async def execute(
-        self,
-        statement: TypedReturnsRows[*_Ts],
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
-    ) -> CursorResult[*_Ts]: ...
-
-    @overload
-    async def execute(
-        self,
-        statement: Executable,
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
-    ) -> CursorResult[*tuple[Any, ...]]: ...
-
-    async def execute(
-        self,
-        statement: Executable,
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
+    async def _execute(
+        self, statement: Executable, parameters: Any, execution_options: CoreExecuteOptionsParameter | None
     ) -> CursorResult[*tuple[Any, ...]]:
-        if execution_options is None and id(statement) in PREPARED:
-            direct = plan_for(statement, self._conn.dialect, parameters)
-            if direct is not None and not direct[0].many:
-                result = await self._run(*direct)
-                if result is not None:
-                    return cast("CursorResult[*tuple[Any, ...]]", result)
         return await self._conn.execute(statement, parameters, execution_options=execution_options)
 
-    async def _run(self, plan: Plan, arguments: tuple[Any, ...]) -> Result | None:
+    async def _run_prepared(self, plan: Plan, arguments: Any) -> Result | None:
+        if plan.many:  # SQLAlchemy sends many rows as one multi-row statement: better than executemany
+            return None
         sync: Any = self._conn.sync_connection
         adapted: Any = sync.connection.dbapi_connection
         if not _direct_ok(adapted):
@@ -143,27 +115,6 @@ class PgConnection:
         raise sa_exc.DBAPIError.instance(
             plan.sql, arguments, error, dbapi.Error, connection_invalidated=disconnected
         ) from error
-
-    @overload
-    async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
-
-    @overload
-    async def scalar(self, statement: TypedReturnsRows[T], parameters: Any = None) -> T | None: ...
-
-    @overload
-    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
-
-    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
-
-    @overload
-    async def scalars(self, statement: TypedReturnsRows[T], parameters: Any = None) -> ScalarResult[T]: ...
-
-    @overload
-    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
-
-    async def scalars(self, statement: Executable, parameters: Any = None) -> Any:
-        return (await self.execute(statement, parameters)).scalars()
 
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
         return await self._conn.exec_driver_sql(statement, parameters)

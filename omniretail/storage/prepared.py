@@ -27,13 +27,17 @@ from __future__ import annotations
 import keyword
 from collections import namedtuple
 from collections.abc import Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
+from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.selectable import TypedReturnsRows
 
 E = TypeVar("E", bound=Executable)
+T = TypeVar("T")
+_Ts = TypeVarTuple("_Ts")
 
 #: Marked statements by id (the statement is kept, so its id stays its own).
 PREPARED: dict[int, Executable] = {}
@@ -227,3 +231,77 @@ def plan_for(statement: Executable, dialect: Dialect, parameters: Any) -> tuple[
         return plan, plan.arguments(first)
     except Exception:  # a value its bind processor refuses: SQLAlchemy raises its own error for it
         return None
+
+
+class PreparingConnection:
+    """What both databases' connections share: ``execute`` hands a prepared statement that can
+    be planned to the subclass's ``_run_prepared`` (None there: run it through SQLAlchemy after
+    all) and anything else to its ``_execute``; ``scalar`` and ``scalars`` build on ``execute``."""
+
+    __slots__ = ()
+
+    @property
+    def dialect(self) -> Dialect:
+        raise NotImplementedError
+
+    async def _run_prepared(self, plan: Plan, arguments: Any) -> Result | None:
+        raise NotImplementedError
+
+    async def _execute(
+        self, statement: Executable, parameters: Any, execution_options: CoreExecuteOptionsParameter | None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        raise NotImplementedError
+
+    @overload
+    async def execute(
+        self,
+        statement: TypedReturnsRows[*_Ts],
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*_Ts]: ...
+
+    @overload
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: CoreExecuteOptionsParameter | None = None,
+    ) -> CursorResult[*tuple[Any, ...]]:
+        if execution_options is None and id(statement) in PREPARED:
+            direct = plan_for(statement, self.dialect, parameters)
+            if direct is not None:
+                result = await self._run_prepared(*direct)
+                if result is not None:
+                    return cast("CursorResult[*tuple[Any, ...]]", result)
+        return await self._execute(statement, parameters, execution_options)
+
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
+
+    @overload
+    async def scalar(self, statement: TypedReturnsRows[T], parameters: Any = None) -> T | None: ...
+
+    @overload
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    @overload
+    async def scalars(self, statement: TypedReturnsRows[T], parameters: Any = None) -> ScalarResult[T]: ...
+
+    @overload
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalars()

@@ -40,15 +40,14 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
+from typing import Any, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult
+from sqlalchemy.engine import Connection, CursorResult, Dialect
 from sqlalchemy.engine.interfaces import CoreExecuteOptionsParameter
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.selectable import TypedReturnsRows
 
-from omniretail.storage.prepared import PREPARED, Plan, Result, plan_for
+from omniretail.storage.prepared import Plan, PreparingConnection, Result
 
 #: Backoff between retries of a statement that met another process's lock.
 _FIRST_DELAY = 0.001
@@ -59,7 +58,6 @@ _MAX_DELAY = 0.05
 _RETRYABLE = frozenset({5, 5 | (1 << 8)})
 
 T = TypeVar("T")
-_Ts = TypeVarTuple("_Ts")
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -175,7 +173,7 @@ def connector(path: str, *, uri: bool) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
-class InlineConnection:
+class InlineConnection(PreparingConnection):
     """The ``AsyncConnection`` interface this code base uses, over a sync SQLAlchemy connection
     on the loop's thread (see the module docstring)."""
 
@@ -189,36 +187,10 @@ class InlineConnection:
     def dialect(self) -> Dialect:
         return self.sync_connection.dialect
 
-    @overload
-    async def execute(
-        self,
-        statement: TypedReturnsRows[*_Ts],
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
-    ) -> CursorResult[*_Ts]: ...
-
-    @overload
-    async def execute(
-        self,
-        statement: Executable,
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
-    ) -> CursorResult[*tuple[Any, ...]]: ...
-
-    async def execute(
-        self,
-        statement: Executable,
-        parameters: Any = None,
-        *,
-        execution_options: CoreExecuteOptionsParameter | None = None,
+    async def _execute(
+        self, statement: Executable, parameters: Any, execution_options: CoreExecuteOptionsParameter | None
     ) -> CursorResult[*tuple[Any, ...]]:
         conn = self.sync_connection
-        if execution_options is None and id(statement) in PREPARED:
-            direct = plan_for(statement, conn.dialect, parameters)
-            if direct is not None:
-                return cast("CursorResult[*tuple[Any, ...]]", await self._run(*direct))
         try:  # the usual case, without building the retry's closure and coroutine
             return conn.execute(statement, parameters, execution_options=execution_options)
         except sa_exc.OperationalError as exc:
@@ -228,7 +200,7 @@ class InlineConnection:
             lambda: conn.execute(statement, parameters, execution_options=execution_options), self._busy_timeout
         )
 
-    async def _run(self, plan: Plan, arguments: Any) -> Result:
+    async def _run_prepared(self, plan: Plan, arguments: Any) -> Result:
         raw: Any = self.sync_connection.connection.dbapi_connection
 
         def run() -> Result:
@@ -250,27 +222,6 @@ class InlineConnection:
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
         conn = self.sync_connection
         return await with_busy_retry(lambda: conn.exec_driver_sql(statement, parameters), self._busy_timeout)
-
-    @overload
-    async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
-
-    @overload
-    async def scalar(self, statement: TypedReturnsRows[T], parameters: Any = None) -> T | None: ...
-
-    @overload
-    async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
-
-    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
-        return (await self.execute(statement, parameters)).scalar()
-
-    @overload
-    async def scalars(self, statement: TypedReturnsRows[T], parameters: Any = None) -> ScalarResult[T]: ...
-
-    @overload
-    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
-
-    async def scalars(self, statement: Executable, parameters: Any = None) -> Any:
-        return (await self.execute(statement, parameters)).scalars()
 
     @asynccontextmanager
     async def begin_nested(self) -> AsyncIterator[None]:
