@@ -58,28 +58,6 @@ def _one(rows: list[Any]) -> Any:
     return rows[0]
 
 
-class Scalars:
-    __slots__ = ("_values",)
-
-    def __init__(self, values: list[Any]) -> None:
-        self._values = values
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._values)
-
-    def all(self) -> list[Any]:
-        return list(self._values)
-
-    def first(self) -> Any:
-        return self._values[0] if self._values else None
-
-    def one(self) -> Any:
-        return _one(self._values)
-
-    def one_or_none(self) -> Any:
-        return _one(self._values) if self._values else None
-
-
 class Result:
     """The part of ``CursorResult`` this code base uses, over rows fetched already."""
 
@@ -115,8 +93,10 @@ class Result:
     def scalar_one_or_none(self) -> Any:
         return _one(self._rows)[0] if self._rows else None
 
-    def scalars(self) -> Scalars:
-        return Scalars([row[0] for row in self._rows])
+    def scalars(self) -> Result:
+        """The first column's values, with ``all``, ``first``, ``one``, ``one_or_none`` and
+        iteration (a result whose "rows" are those values)."""
+        return Result([row[0] for row in self._rows], self.rowcount)
 
 
 class NotPreparable(Exception):

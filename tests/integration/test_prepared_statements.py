@@ -100,13 +100,16 @@ async def run(db: Database, stmts: dict[str, Any]) -> list[Any]:
         seen.append(await conn.scalar(stmts["by_name"], {"name": "bb"}))
         seen.append((await conn.scalars(stmts["by_names"], {"names": ["c", "bb", "x"]})).all())
         seen.append([tuple(r) for r in await conn.execute(stmts["by_name"], {"name": "c"})])
+        ids = await conn.scalars(stmts["by_name"], {"name": "c"})
+        seen.append((ids.all(), (await conn.scalars(stmts["by_name"], {"name": "c"})).one()))
+        seen.append([name for name in await conn.scalars(stmts["by_name"], {"name": "zz"})])
     return seen
 
 
 async def test_prepared_statements_answer_as_sqlalchemy_does(db: Database) -> None:
     executed = count_sqlalchemy_executions(db)
     plain = await run(db, PLAIN)
-    assert len(executed) == 9
+    assert len(executed) == 12
     async with db.write() as conn:
         await conn.run_sync(metadata.drop_all)
         await conn.run_sync(metadata.create_all)
