@@ -67,9 +67,10 @@ class PgConnection(PreparingConnection):
     ) -> CursorResult[*tuple[Any, ...]]:
         return await self._conn.execute(statement, parameters, execution_options=execution_options)
 
+    # SQLAlchemy sends many rows as one multi-row statement: better than asyncpg's executemany.
+    direct_many_rows = False
+
     async def _run_prepared(self, plan: Plan, arguments: Any) -> Result | None:
-        if plan.many:  # SQLAlchemy sends many rows as one multi-row statement: better than executemany
-            return None
         sync: Any = self._conn.sync_connection
         adapted: Any = sync.connection.dbapi_connection
         if not _direct_ok(adapted):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import keyword
 from collections import namedtuple
 from collections.abc import Iterator
-from typing import Any, Never, TypeVar, TypeVarTuple, cast, overload
+from typing import Any, ClassVar, Never, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult, Dialect, ScalarResult
@@ -177,14 +177,19 @@ class Plan:
         return [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in fetched]
 
 
-#: Plans by (dialect, statement id, parameter keys, many); None where it cannot be prepared.
-_PLANS: dict[tuple[str, int, tuple[str, ...], bool], Plan | None] = {}
+#: Plans by (dialect, driver, statement id, parameter keys, many); None where it cannot be prepared.
+_PLANS: dict[tuple[str, str, int, tuple[str, ...], bool], Plan | None] = {}
 
 
-def plan_for(statement: Executable, dialect: Dialect, parameters: Any) -> tuple[Plan, Any] | None:
+def plan_for(
+    statement: Executable, dialect: Dialect, parameters: Any, *, many_rows: bool = True
+) -> tuple[Plan, Any] | None:
     """The plan and the converted arguments for running ``statement`` with ``parameters``
-    directly (a tuple, or a list of tuples for many rows), or None to run it through SQLAlchemy."""
+    directly (a tuple, or a list of tuples for many rows), or None to run it through SQLAlchemy
+    (always, for many rows, unless ``many_rows``)."""
     many = isinstance(parameters, list) and len(parameters) > 1
+    if many and not many_rows:
+        return None
     if isinstance(parameters, list):
         if not parameters:
             return None
@@ -194,7 +199,7 @@ def plan_for(statement: Executable, dialect: Dialect, parameters: Any) -> tuple[
     if not isinstance(first, dict):
         return None
     keys = tuple(sorted(first))
-    key = (f"{dialect.name}+{dialect.driver}", id(statement), keys, many)
+    key = (dialect.name, dialect.driver, id(statement), keys, many)
     if key in _PLANS:
         plan = _PLANS[key]
     else:
@@ -219,6 +224,9 @@ class PreparingConnection:
     all) and anything else to its ``_execute``; ``scalar`` and ``scalars`` build on ``execute``."""
 
     __slots__ = ()
+
+    #: Whether ``_run_prepared`` takes many-row statements (a list of parameter sets).
+    direct_many_rows: ClassVar[bool] = True
 
     @property
     def dialect(self) -> Dialect:
@@ -258,7 +266,7 @@ class PreparingConnection:
         execution_options: CoreExecuteOptionsParameter | None = None,
     ) -> CursorResult[*tuple[Any, ...]]:
         if execution_options is None and id(statement) in PREPARED:
-            direct = plan_for(statement, self.dialect, parameters)
+            direct = plan_for(statement, self.dialect, parameters, many_rows=self.direct_many_rows)
             if direct is not None:
                 result = await self._run_prepared(*direct)
                 if result is not None:
