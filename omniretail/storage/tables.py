@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -127,8 +128,11 @@ stock_levels = Table(
     Column("on_hand", Integer, nullable=False),
     # Sum of ACTIVE reservations; expired ones are swept by the same conditional statements.
     Column("reserved", Integer, nullable=False, default=0),
-    # Wall-clock microseconds of the last change: incremental publishing finds moved stock by it.
-    Column("changed_us", BigInteger, nullable=False, default=0, server_default="0", index=True),
+    # Wall-clock microseconds of the last change: incremental publishing finds moved stock by it,
+    # scanning the table. Not indexed: every sale updates it, and an indexed column would make
+    # each of those updates write index entries (on PostgreSQL: no HOT update, so the hottest
+    # rows in the store would pile up versions in the primary key's index between vacuums).
+    Column("changed_us", BigInteger, nullable=False, default=0, server_default="0"),
     CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
     CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="reserved_within_on_hand"),
 )
@@ -258,7 +262,16 @@ events = Table(
     Column("order_id", String(40)),
     Column("cart_id", String(40)),
     Column("payload", LargeBinary, nullable=False),
-    Index("ix_events_customer", "customer_id", "seq"),
+    # Guest events (no customer yet) are not in it: a cart adopted at checkout looks its events
+    # up by cart, and an index holding every guest event would be the planner's choice for
+    # ``customer_id IS NULL`` (scanning all of them).
+    Index(
+        "ix_events_customer",
+        "customer_id",
+        "seq",
+        postgresql_where=text("customer_id IS NOT NULL"),
+        sqlite_where=text("customer_id IS NOT NULL"),
+    ),
     Index("ix_events_order", "order_id", "seq"),
     Index("ix_events_cart", "cart_id", "seq"),
 )

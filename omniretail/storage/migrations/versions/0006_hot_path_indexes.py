@@ -1,0 +1,43 @@
+"""hot-path indexes: stock_levels.changed_us unindexed, guest events out of ix_events_customer
+
+Every sale updates ``stock_levels.changed_us``; indexed, each update also wrote index entries
+(and on PostgreSQL was never a HOT update). Incremental publishing scans the table for it instead.
+``ix_events_customer`` becomes partial (customer_id IS NOT NULL): adopting a guest cart's events
+at checkout (``customer_id IS NULL`` by cart) was planned as a scan of every guest event in it.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-22 22:40:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+_NOT_NULL = sa.text("customer_id IS NOT NULL")
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("stock_levels", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_stock_levels_changed_us"))
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_events_customer"))
+        batch_op.create_index(
+            batch_op.f("ix_events_customer"),
+            ["customer_id", "seq"],
+            unique=False,
+            postgresql_where=_NOT_NULL,
+            sqlite_where=_NOT_NULL,
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_events_customer"))
+        batch_op.create_index(batch_op.f("ix_events_customer"), ["customer_id", "seq"], unique=False)
+    with op.batch_alter_table("stock_levels", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_stock_levels_changed_us"), ["changed_us"], unique=False)
