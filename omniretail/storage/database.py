@@ -21,9 +21,9 @@ from sqlalchemy import Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import QueuePool, StaticPool
+from sqlalchemy.pool import NullPool, QueuePool, StaticPool
 
-from omniretail.storage.postgres import PgConnection
+from omniretail.storage.postgres import PgConnection, PgSessions
 from omniretail.storage.prepared import prepared as prepared  # re-exported: what repositories mark
 from omniretail.storage.sqlite_inline import InlineConnection, connector, with_busy_retry
 
@@ -119,12 +119,14 @@ class Database:
             self._keep_writer = not memory
             _install_sqlite_discipline(self.sync_engine)
         else:
-            self.engine = create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False
-            )
+            # The process's connections are pooled by PgSessions (kept between blocks, without the
+            # checkout, reset and check-in a SQLAlchemy pool does per block): the engine only
+            # opens and closes them.
+            self.engine = create_async_engine(url, echo=echo, poolclass=NullPool)
             self.sync_engine = self.engine.sync_engine
             self._write_lock = None
             self._keep_writer = False
+            self._pg = PgSessions(self.engine, keep=pool_size, limit=2 * pool_size)
         self._writer: Connection | None = None
 
     @property
@@ -135,8 +137,8 @@ class Database:
     async def write(self) -> AsyncIterator[DbConnection]:
         """A write transaction: committed when the block ends, rolled back on any exception."""
         if self.engine is not None:
-            async with self.engine.begin() as pg:
-                yield PgConnection(pg)
+            async with self._pg.session(transaction=True) as pg:
+                yield pg
             self.generation += 1
             return
         assert self._write_lock is not None
@@ -181,16 +183,17 @@ class Database:
             async with self.write() as conn:
                 yield conn
             return
-        async with self.engine.connect() as pg:
-            pg = await pg.execution_options(isolation_level="AUTOCOMMIT")
-            yield PgConnection(pg)
+        async with self._pg.session(transaction=False, autocommit=True) as pg:
+            yield pg
         self.generation += 1
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[DbConnection]:
         if self.engine is not None:
-            async with self.engine.connect() as pg:
-                yield PgConnection(pg)
+            # No transaction for prepared statements: under READ COMMITTED each statement has its
+            # own snapshot in one anyway (a statement SQLAlchemy runs begins one, rolled back).
+            async with self._pg.session(transaction=False) as pg:
+                yield pg
             return
         with await self._connect() as sync:
             raw = sync.connection.dbapi_connection
@@ -206,6 +209,7 @@ class Database:
 
     async def dispose(self) -> None:
         if self.engine is not None:
+            await self._pg.dispose()
             await self.engine.dispose()
         else:
             if self._writer is not None:
