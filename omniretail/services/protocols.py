@@ -167,8 +167,9 @@ class CustomerRepository(Protocol):
 
 
 class EventLog(Protocol):
-    async def record(self, event: Event) -> int:
-        """Append the event and its outbox row in the current transaction; returns its seq."""
+    async def record(self, event: Event) -> None:
+        """Append the event and its outbox row in the current transaction (written with the
+        transaction's other events before it commits, in the order recorded)."""
 
     async def for_customer(
         self,

@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from omniretail import hookimpl
-from omniretail.domain.events import Event, OrderPlaced
+from omniretail.domain.events import CartLineChanged, Event, OrderPlaced
 from omniretail.kernel import Kernel
 from omniretail.services.clock import FakeClock
 from omniretail.storage import tables as t
 from omniretail.storage.outbox import OutboxStore
+from omniretail.storage.repositories import SqlUnitOfWork
 from omniretail.worker import OutboxWorker, backoff_delay
 from tests.conftest import store_config
 from tests.integration.helpers import buy, draft
@@ -152,3 +153,47 @@ async def test_a_batch_lets_other_tasks_run_between_events(recorded: tuple[Kerne
     assert handled == 30
     # The other task ran while the batch was being delivered, not only before and after it.
     assert len({n for n in seen if before < n < before + 30}) >= 10
+
+
+async def test_a_transactions_events_are_written_together_in_order(recorded: tuple[Kernel, Recorder]) -> None:
+    """Events a transaction records are written when it commits (in statements of up to eight),
+    in the order recorded, each with its outbox row; the log's own reads and adopting a cart see
+    those still pending; a transaction that fails writes none."""
+    kernel, _ = recorded
+    now = kernel.clock()
+
+    def line(i: int) -> CartLineChanged:
+        return CartLineChanged(
+            id=f"evt_batch_{i:02d}",
+            occurred_at=now,
+            channel="web",
+            actor="customer",
+            cart_id="crt_b",
+            sku="S",
+            quantity=i,
+        )
+
+    uow = SqlUnitOfWork(kernel.db)
+    async with uow.write() as tx:
+        for i in range(11):
+            await tx.events.record(line(i))
+        assert [e.id for _, e in await tx.events.for_cart("crt_b")] == [f"evt_batch_{i:02d}" for i in range(11)]
+        await tx.events.record(line(11))
+        await tx.events.adopt_cart("crt_b", "cus_b")
+        await tx.events.record(line(12))  # recorded after the adoption: keeps its own (no) customer
+    with pytest.raises(RuntimeError):
+        async with uow.write() as tx:
+            await tx.events.record(line(13))
+            raise RuntimeError("rolled back")
+    async with kernel.db.read() as conn:
+        rows = (
+            await conn.execute(
+                select(t.events.c.seq, t.events.c.id, t.events.c.customer_id, t.outbox.c.status)
+                .join(t.outbox, t.outbox.c.event_seq == t.events.c.seq)
+                .where(t.events.c.cart_id == "crt_b")
+                .order_by(t.events.c.seq)
+            )
+        ).all()
+    assert [r.id for r in rows] == [f"evt_batch_{i:02d}" for i in range(13)]
+    assert [r.customer_id for r in rows] == ["cus_b"] * 12 + [None]
+    assert {r.status for r in rows} == {"pending"}
