@@ -272,8 +272,22 @@ events = Table(
         postgresql_where=text("customer_id IS NOT NULL"),
         sqlite_where=text("customer_id IS NOT NULL"),
     ),
-    Index("ix_events_order", "order_id", "seq"),
-    Index("ix_events_cart", "cart_id", "seq"),
+    # Likewise only the events about an order, about a cart (most events are about one or the
+    # other, not both): fewer entries, fewer index pages written per transaction.
+    Index(
+        "ix_events_order",
+        "order_id",
+        "seq",
+        postgresql_where=text("order_id IS NOT NULL"),
+        sqlite_where=text("order_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_events_cart",
+        "cart_id",
+        "seq",
+        postgresql_where=text("cart_id IS NOT NULL"),
+        sqlite_where=text("cart_id IS NOT NULL"),
+    ),
 )
 
 outbox = Table(

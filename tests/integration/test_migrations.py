@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from omniretail.kernel import Kernel
 from omniretail.storage import migrate
@@ -32,3 +33,26 @@ def test_the_head_read_without_alembic_is_alembics_head() -> None:
     """Start-up compares the database with a head read from the migration files (no Alembic
     import when nothing is to do); it must be the head Alembic itself computes."""
     assert migrate.shipped_head() == migrate.head_revision() is not None
+
+
+async def test_hot_path_indexes_are_as_declared(kernel: Kernel) -> None:
+    """What ``compare_metadata`` does not compare: an index's WHERE. The events indexes by
+    customer, order and cart hold only rows that have one; ``stock_levels.changed_us`` (written
+    by every sale) has no index."""
+    async with kernel.db.read() as conn:
+        if kernel.db.is_sqlite:
+            rows = await conn.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master"
+                    " WHERE type = 'index' AND tbl_name IN ('events', 'stock_levels')"
+                )
+            )
+        else:
+            rows = await conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('events', 'stock_levels')")
+            )
+        defs = {name: " ".join(str(sql or "").split()) for name, sql in rows}
+    for name in ("customer", "order", "cart"):
+        where = defs[f"ix_events_{name}"].partition(" WHERE ")[2].strip("()")
+        assert where == f"{name}_id IS NOT NULL", defs[f"ix_events_{name}"]
+    assert not [sql for sql in defs.values() if "changed_us" in sql]
