@@ -979,7 +979,8 @@ class SqlEventLog:
         return await self._list(t.events.c.cart_id == cart_id)
 
     async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
-        await self.flush()
+        if any(e.customer_id is None and e.subject.get("cart_id") == cart_id for e in self._pending):
+            await self.flush()  # one of the cart's events is still to be written: it is adopted too
         await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
 
 
