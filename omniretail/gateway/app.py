@@ -30,7 +30,7 @@ from omniretail.gateway.routes.orders import OrderController
 from omniretail.gateway.routes.payments import PaymentAdminController
 from omniretail.gateway.routes.publications import PublicationsController, ReportController
 from omniretail.gateway.schemas import HealthOut
-from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, require_channel
+from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, channel_only
 from omniretail.host import PluginError
 from omniretail.kernel import Kernel
 from omniretail.storage import migrate
@@ -76,7 +76,7 @@ def plugin_routers(kernel: Kernel) -> list[Router]:
                 Router(
                     path=f"/channels/{name}",
                     route_handlers=handlers,
-                    guards=[require_channel(name)],
+                    opt=channel_only(name),
                     tags=[f"channel: {name}"],
                 )
             )

@@ -4,8 +4,10 @@
   opt in (``opt={"token_query": True}``) also accept ``?token=<key>`` for feed fetchers that cannot
   set headers. Routes with ``opt={"public": True}`` (signed webhooks) skip key auth.
 * ``Customer-Token: <token>``: a signed-in customer (from ``POST /v1/customers/sessions``).
-* Guards: ``/v1/admin`` needs the ``admin`` scope; ``/channels/<name>/`` needs a key of that
-  channel (or an admin key). No key: 401; wrong scope or channel: 403.
+* Who may call a route is its ``opt["requires"]`` (set on a controller or router, checked here,
+  with the key): ``"storefront"`` (the ``storefront`` or ``admin`` scope), ``"admin"`` (``/v1/admin``)
+  or ``"channel:<name>"`` (``/channels/<name>/``: a key of that channel, or an admin key). No key:
+  401; wrong scope or channel: 403. (Not Litestar guards: those copy the route handler per request.)
 * Rate limit: a fixed one-minute window per key (per client address without one), per process;
   429 with ``Retry-After``.
 """
@@ -18,7 +20,6 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
-from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -90,7 +91,37 @@ class AuthMiddleware(ASGIMiddleware):
                 customer_id=customer_id,
             )
         scope["user"] = principal
+        requires = opt.get(REQUIRES)
+        if requires is not None:
+            authorize(principal, requires)
         await next_app(scope, receive, send)
+
+
+#: The ``opt`` key naming who may call a route (module docstring).
+REQUIRES = "requires"
+STOREFRONT: dict[str, Any] = {REQUIRES: "storefront"}
+ADMIN: dict[str, Any] = {REQUIRES: "admin"}
+
+
+def channel_only(name: str) -> dict[str, Any]:
+    """``opt`` for ``/channels/<name>/``: that channel's key, or an admin key."""
+    return {REQUIRES: f"channel:{name}"}
+
+
+def authorize(principal: Principal, requires: str) -> None:
+    """Raise 403 unless ``principal`` may call a route requiring ``requires``."""
+    if requires == "storefront":
+        if not ({"storefront", "admin"} & principal.scopes):
+            raise PermissionDeniedException("this key has no storefront scope")
+    elif requires == "admin":
+        if not principal.is_admin:
+            raise PermissionDeniedException("this operation needs a key with the admin scope")
+    elif requires.startswith("channel:"):
+        name = requires.removeprefix("channel:")
+        if principal.channel != name and not principal.is_admin:
+            raise PermissionDeniedException(f"this key belongs to channel {principal.channel!r}, not {name!r}")
+    else:
+        raise PermissionDeniedException(f"this route requires {requires!r}, which no key has")
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
@@ -98,30 +129,6 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     if not isinstance(user, Principal):
         raise NotAuthorizedException("an API key is required")
     return user
-
-
-async def require_storefront(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    principal = principal_of(connection)
-    if not ({"storefront", "admin"} & principal.scopes):
-        raise PermissionDeniedException("this key has no storefront scope")
-
-
-async def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    if not principal_of(connection).is_admin:
-        raise PermissionDeniedException("this operation needs a key with the admin scope")
-
-
-def require_channel(name: str) -> Any:
-    """Guard for ``/channels/<name>/``: that channel's key, or an admin key."""
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-        if handler.opt.get("public"):
-            return
-        principal = principal_of(connection)
-        if principal.channel != name and not principal.is_admin:
-            raise PermissionDeniedException(f"this key belongs to channel {principal.channel!r}, not {name!r}")
-
-    return guard
 
 
 def require_customer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -38,7 +38,7 @@ from omniretail.gateway.schemas import (
     WebhookDeliveryOut,
     WebhookOut,
 )
-from omniretail.gateway.security import require_admin
+from omniretail.gateway.security import ADMIN
 from omniretail.kernel import Kernel
 from omniretail.services.catalog import ProductDraft
 from omniretail.storage import tables as t
@@ -53,7 +53,7 @@ def admin_product(kernel: Kernel, product: Any) -> ProductOut:
 class AdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
-    guards = [require_admin]
+    opt = ADMIN
 
     # -- catalog -------------------------------------------------------------------------------
 

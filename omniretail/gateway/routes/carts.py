@@ -28,7 +28,7 @@ from omniretail.gateway.schemas import (
     LineSet,
     OrderOut,
 )
-from omniretail.gateway.security import require_customer, require_storefront
+from omniretail.gateway.security import STOREFRONT, require_customer
 from omniretail.kernel import Kernel
 from omniretail.services.orders import CheckoutRequest, PaymentChoice
 
@@ -58,7 +58,7 @@ async def render(kernel: Kernel, cart: Cart) -> CartOut:
 class CartController(Controller):
     path = "/v1/carts"
     tags = ["carts"]
-    guards = [require_storefront]
+    opt = STOREFRONT
 
     @post(
         "/",

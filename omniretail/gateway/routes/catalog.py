@@ -27,7 +27,7 @@ from omniretail.gateway.schemas import (
     Page,
     ProductOut,
 )
-from omniretail.gateway.security import require_storefront
+from omniretail.gateway.security import STOREFRONT
 from omniretail.matrix import capability_matrix
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..100")]
@@ -44,7 +44,7 @@ def _page_cache(request: Request[Any, Any, Any]) -> PageCache:
 class CatalogController(Controller):
     path = "/v1"
     tags = ["catalog"]
-    guards = [require_storefront]
+    opt = STOREFRONT
 
     @get(
         "/products",

@@ -28,7 +28,7 @@ from omniretail.gateway.schemas import (
     SignUp,
     WalletOut,
 )
-from omniretail.gateway.security import CUSTOMER_HEADER, require_customer, require_storefront
+from omniretail.gateway.security import CUSTOMER_HEADER, STOREFRONT, require_customer
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..100")]
 
@@ -45,7 +45,7 @@ def int_cursor(cursor: str | None) -> int | None:
 class CustomerController(Controller):
     path = "/v1/customers"
     tags = ["customers"]
-    guards = [require_storefront]
+    opt = STOREFRONT
 
     @post(
         "/",

@@ -14,7 +14,7 @@ from omniretail.gateway.keys import Principal
 from omniretail.gateway.present import event_out, order_out
 from omniretail.gateway.routes.common import KernelDep, caller, errors
 from omniretail.gateway.schemas import EventOut, OrderOut
-from omniretail.gateway.security import require_storefront
+from omniretail.gateway.security import STOREFRONT
 from omniretail.kernel import Kernel
 
 
@@ -33,7 +33,7 @@ async def visible_order(kernel: Kernel, order_id: str, principal: Principal) -> 
 class OrderController(Controller):
     path = "/v1/orders"
     tags = ["orders"]
-    guards = [require_storefront]
+    opt = STOREFRONT
 
     @get(
         "/lookup",

@@ -19,7 +19,7 @@ from omniretail.gateway.present import order_out
 from omniretail.gateway.routes.common import KernelDep, caller, errors
 from omniretail.gateway.routes.customers import wallet_page
 from omniretail.gateway.schemas import CheckoutAttemptOut, OrderOut, RefundBody, WalletChange, WalletOut
-from omniretail.gateway.security import require_admin
+from omniretail.gateway.security import ADMIN
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..100")]
 
@@ -27,7 +27,7 @@ Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size, 1..1
 class PaymentAdminController(Controller):
     path = "/v1/admin"
     tags = ["admin"]
-    guards = [require_admin]
+    opt = ADMIN
 
     @post(
         "/orders/{order_id:str}/refunds",

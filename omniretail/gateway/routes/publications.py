@@ -14,7 +14,7 @@ from omniretail.domain.errors import NotFound
 from omniretail.gateway.present import decode_cursor, encode_cursor
 from omniretail.gateway.routes.common import KernelDep, errors
 from omniretail.gateway.schemas import Page, Request
-from omniretail.gateway.security import require_admin
+from omniretail.gateway.security import ADMIN
 from omniretail.reporting import Report, build_report, chart_svg
 from omniretail.storage.jobs import JobQueue
 from omniretail.storage.publications import LogEntry, PublicationStore, RunRecord
@@ -56,7 +56,7 @@ class PublicationOut(msgspec.Struct, frozen=True):
 class PublicationsController(Controller):
     path = "/v1/admin"
     tags = ["publications"]
-    guards = [require_admin]
+    opt = ADMIN
 
     @post(
         "/publications",
@@ -184,7 +184,7 @@ class PublicationsController(Controller):
 class ReportController(Controller):
     path = "/v1/admin/report"
     tags = ["admin"]
-    guards = [require_admin]
+    opt = ADMIN
 
     @get(
         "/",
