@@ -122,7 +122,7 @@ class Database:
             # The process's connections are pooled by PgSessions (kept between blocks, without the
             # checkout, reset and check-in a SQLAlchemy pool does per block): the engine only
             # opens and closes them.
-            self.engine = create_async_engine(url, echo=echo, poolclass=NullPool)
+            self.engine = create_async_engine(url, echo=echo, poolclass=NullPool, isolation_level="READ COMMITTED")
             self.sync_engine = self.engine.sync_engine
             self._write_lock = None
             self._keep_writer = False

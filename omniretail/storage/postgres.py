@@ -81,6 +81,23 @@ class PgConnection(PreparingConnection):
         await self._autocommitted()
         return result
 
+    async def execute_last(self, statement: Executable, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
+        """A write block's last statement: if nothing has begun the block's transaction, it runs
+        on its own (atomic, as any one statement is), without BEGIN and COMMIT round trips."""
+        if not self._begins or self._began():
+            return await self.execute(statement, parameters)
+        self._begins = False
+        try:
+            return await self.execute(statement, parameters)
+        finally:
+            self._begins = True
+
+    def _began(self) -> bool:
+        if self._conn.in_transaction():
+            return True
+        sync: Any = self._conn.sync_connection
+        return sync.connection.dbapi_connection._transaction is not None
+
     async def _autocommitted(self) -> None:
         """In an autocommit block, commit what SQLAlchemy began for a statement it ran (its
         cursor begins a transaction; the block promises each statement commits as it runs)."""

@@ -273,6 +273,11 @@ class PreparingConnection:
                     return cast("CursorResult[*tuple[Any, ...]]", result)
         return await self._execute(statement, parameters, execution_options)
 
+    async def execute_last(self, statement: Executable, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
+        """``execute`` for a block's last statement (PostgreSQL's connection may then run it
+        without a transaction, if none has begun)."""
+        return await self.execute(statement, parameters)
+
     @overload
     async def scalar(self, statement: TypedReturnsRows[Never], parameters: Any = None) -> Any | None: ...
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, literal, or_, select, update
@@ -407,7 +407,6 @@ _SELECT_CART = prepared(
     .order_by(t.cart_lines.c.position)
 )
 _DELETE_CART_LINES = prepared(delete(t.cart_lines).where(t.cart_lines.c.cart_id == bindparam("cart_id")))
-_INSERT_CART_LINES = prepared(insert(t.cart_lines))
 _UPDATE_CART = prepared(
     update(t.carts)
     .where(t.carts.c.id == bindparam("cart_id"), t.carts.c.version == bindparam("expected_version"))
@@ -461,7 +460,6 @@ _FIND_IDENTITY = prepared(
     )
 )
 _INSERT_OUTBOX = prepared(insert(t.outbox))
-_INSERT_CART = prepared(insert(t.carts))
 _INSERT_ORDER_LINES = prepared(insert(t.order_lines))
 _ADOPT_CART = prepared(
     update(t.events)
@@ -469,41 +467,200 @@ _ADOPT_CART = prepared(
     .values(customer_id=bindparam("b_customer_id"))
 )
 _EVENT_COLUMNS = [c for c in t.events.c if c.name != "seq"]
-#: Events a transaction records are written in statements of up to this many.
-_EVENT_BATCH = 8
-_EVENT_INSERTS: dict[tuple[str, int], Any] = {}
+#: Pending writes (PendingWrites) go out in statements of up to this many rows, and as many events.
+_BATCH = 8
+_EVENT_INSERTS: dict[int, Any] = {}
+_PG_FLUSHES: dict[tuple[tuple[tuple[str, tuple[str, ...], int], ...], int], Any] = {}
+_INSERTS: dict[str, Any] = {}
+
+#: Rows of one table with the same columns, written by one INSERT: (table, columns, how many).
+Group = tuple[Table, tuple[str, ...], int]
 
 
-def _insert_events(dialect: str, n: int) -> Any:
-    """``n`` events in one INSERT (bind names suffixed ``_0`` .. ``_{n-1}``), prepared; on
-    PostgreSQL with their outbox rows in the same statement (one round trip for all of them),
-    on SQLite returning what their outbox rows need."""
-    key = (dialect, n)
-    stmt = _EVENT_INSERTS.get(key)
+def _insert_into(table: Table) -> Any:
+    """``INSERT INTO table`` (its columns from the parameters), prepared."""
+    stmt = _INSERTS.get(table.name)
     if stmt is None:
-        rows = insert(t.events).values(
-            [{c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in _EVENT_COLUMNS} for i in range(n)]
-        )
-        recorded = rows.returning(t.events.c.seq, t.events.c.occurred_at)
-        if dialect == "postgresql":
-            cte = recorded.cte("recorded")
-            stmt = (
-                insert(t.outbox)
-                .from_select(
-                    ["event_seq", "status", "attempts", "available_at"],
-                    select(cte.c.seq, literal("pending"), literal(0), cte.c.occurred_at),
-                )
-                .add_cte(cte)
-            )
-        else:
-            stmt = recorded
-        stmt = _EVENT_INSERTS[key] = prepared(stmt)
+        stmt = _INSERTS[table.name] = prepared(insert(table))
     return stmt
 
 
-class SqlCarts:
+def _events_values(n: int) -> Any:
+    return insert(t.events).values(
+        [{c.name: bindparam(f"{c.name}_{i}", type_=c.type) for c in _EVENT_COLUMNS} for i in range(n)]
+    )
+
+
+def _sqlite_events(n: int) -> Any:
+    """``n`` events in one INSERT (bind names suffixed ``_0`` .. ``_{n-1}``) returning what their
+    outbox rows need, prepared."""
+    stmt = _EVENT_INSERTS.get(n)
+    if stmt is None:
+        stmt = _EVENT_INSERTS[n] = prepared(_events_values(n).returning(t.events.c.seq, t.events.c.occurred_at))
+    return stmt
+
+
+def _pg_flush(groups: Sequence[Group], events: int) -> Any:
+    """PostgreSQL: one prepared statement writing ``groups`` (bind names ``w{k}_{column}_{i}``)
+    and ``events`` events with their outbox rows (``{column}_{i}``), each INSERT a CTE of it."""
+    key = (tuple((table.name, columns, n) for table, columns, n in groups), events)
+    stmt = _PG_FLUSHES.get(key)
+    if stmt is None:
+        inserts = [
+            insert(table).values(
+                [{c: bindparam(f"w{k}_{c}_{i}", type_=table.c[c].type) for c in columns} for i in range(n)]
+            )
+            for k, (table, columns, n) in enumerate(groups)
+        ]
+        if events:
+            recorded = _events_values(events).returning(t.events.c.seq, t.events.c.occurred_at).cte("recorded")
+            main: Any = (
+                insert(t.outbox)
+                .from_select(
+                    ["event_seq", "status", "attempts", "available_at"],
+                    select(recorded.c.seq, literal("pending"), literal(0), recorded.c.occurred_at),
+                )
+                .add_cte(recorded)
+            )
+        else:
+            main, inserts = inserts[-1], inserts[:-1]
+        # The order of the CTEs does not matter: a statement's foreign keys are checked at its end.
+        if inserts:
+            main = main.add_cte(*[ins.cte(f"w{k}") for k, ins in enumerate(inserts)])
+        stmt = _PG_FLUSHES[key] = prepared(main)
+    return stmt
+
+
+def _groups(rows: Sequence[tuple[Table, dict[str, Any]]]) -> list[tuple[Group, list[dict[str, Any]]]]:
+    """Consecutive rows of one table with the same columns, together."""
+    out: list[tuple[Group, list[dict[str, Any]]]] = []
+    for table, row in rows:
+        columns = tuple(row)
+        if out and out[-1][0][0] is table and out[-1][0][1] == columns:
+            group, members = out[-1]
+            members.append(row)
+            out[-1] = ((table, columns, group[2] + 1), members)
+        else:
+            out.append(((table, columns, 1), [row]))
+    return out
+
+
+class PendingWrites:
+    """Writes a transaction makes without reading back their outcome, kept and written together:
+    its events (a checkout records three) and, on PostgreSQL, rows inserted with :meth:`insert`
+    (a new cart, the lines added to a cart). Rows are written before the transaction's next
+    statement, whatever it is (the repositories' connection is then an :class:`_AutoFlush`), so
+    every statement sees them; events before the event log reads or changes events; and whatever
+    is left when the transaction is about to commit. On PostgreSQL one statement writes them all,
+    a round trip (and a write block that ran no other statement needs no BEGIN and COMMIT:
+    creating a cart is one round trip, not four). On SQLite, where a statement costs
+    microseconds and no round trip, rows are inserted at once and the events take two INSERTs."""
+
     def __init__(self, conn: DbConnection) -> None:
         self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        self.rows: list[tuple[Table, dict[str, Any]]] = []
+        self.events: list[Event] = []
+
+    async def insert(self, table: Table, row: dict[str, Any]) -> None:
+        """Insert ``row`` into ``table``, now or with the pending writes: nothing may depend on
+        its outcome (a failure to insert it fails the transaction, at the latest at commit)."""
+        if self.postgres:
+            self.rows.append((table, row))
+        else:
+            await self.conn.execute(_insert_into(table), row)
+
+    async def flush(self, *, last: bool = False) -> None:
+        """Write what is pending, in the order it was added (``last``: the block runs nothing
+        after this)."""
+        while self.rows or self.events:
+            rows, self.rows = self.rows[:_BATCH], self.rows[_BATCH:]
+            events, self.events = self.events[:_BATCH], self.events[_BATCH:]
+            if self.postgres:
+                groups = _groups(rows)
+                params: dict[str, Any] = self._event_params(events)
+                for k, ((_table, columns, _n), members) in enumerate(groups):
+                    for i, row in enumerate(members):
+                        for c in columns:
+                            params[f"w{k}_{c}_{i}"] = row[c]
+                stmt = _pg_flush([g for g, _ in groups], len(events))
+                alone = last and not self.rows and not self.events
+                await (self.conn.execute_last if alone else self.conn.execute)(stmt, params)
+            else:
+                result = await self.conn.execute(_sqlite_events(len(events)), self._event_params(events))
+                outbox = [
+                    {"event_seq": seq, "status": "pending", "attempts": 0, "available_at": occurred_at}
+                    for seq, occurred_at in result
+                ]
+                await self.conn.execute(_INSERT_OUTBOX, outbox if len(outbox) > 1 else outbox[0])
+
+    @staticmethod
+    def _event_params(events: Sequence[Event]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for i, event in enumerate(events):
+            subject = event.subject
+            params[f"id_{i}"] = event.id
+            params[f"type_{i}"] = event.type
+            params[f"occurred_at_{i}"] = event.occurred_at
+            params[f"channel_{i}"] = event.channel
+            params[f"actor_{i}"] = event.actor
+            params[f"customer_id_{i}"] = event.customer_id
+            params[f"order_id_{i}"] = subject.get("order_id")
+            params[f"cart_id_{i}"] = subject.get("cart_id")
+            params[f"payload_{i}"] = encode_event(event)
+        return params
+
+
+class _AutoFlush:
+    """A transaction's connection as its repositories see it: pending rows are written before
+    any statement runs. Otherwise the connection itself."""
+
+    __slots__ = ("_conn", "_pending")
+
+    def __init__(self, conn: DbConnection, pending: PendingWrites) -> None:
+        self._conn = conn
+        self._pending = pending
+
+    @property
+    def dialect(self) -> Any:
+        return self._conn.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        if self._pending.rows:
+            await self._pending.flush()
+        return await self._conn.execute(statement, parameters, **kwargs)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    async def scalars(self, statement: Any, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalars()
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
+        if self._pending.rows:
+            await self._pending.flush()
+        return await self._conn.exec_driver_sql(statement, parameters)
+
+    async def run_sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._pending.rows:
+            await self._pending.flush()
+        return await self._conn.run_sync(fn, *args, **kwargs)
+
+    @asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[Any]:
+        if self._pending.rows:
+            await self._pending.flush()
+        async with self._conn.begin_nested() as savepoint:
+            yield savepoint
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class SqlCarts:
+    def __init__(self, conn: DbConnection, pending: PendingWrites) -> None:
+        self.conn = conn
+        self._pending = pending  # new carts and added lines are written with the transaction's events
 
     async def get(self, cart_id: str) -> Cart | None:
         rows = (await self.conn.execute(_SELECT_CART, {"cart_id": cart_id})).all()
@@ -546,18 +703,13 @@ class SqlCarts:
             start = len(previous)  # lines only added at the end (the usual "add to cart"): insert those
         else:
             await self.conn.execute(_DELETE_CART_LINES, {"cart_id": cart.id})
-        if cart.lines[start:]:
-            await self.conn.execute(
-                _INSERT_CART_LINES,
-                [
-                    {"cart_id": cart.id, "position": i, "sku": line.sku, "quantity": line.quantity}
-                    for i, line in enumerate(cart.lines)
-                    if i >= start
-                ],
-            )
+        for i, line in enumerate(cart.lines):
+            if i >= start:
+                row = {"cart_id": cart.id, "position": i, "sku": line.sku, "quantity": line.quantity}
+                await self._pending.insert(t.cart_lines, row)
 
     async def insert(self, cart: Cart) -> None:
-        await self.conn.execute(_INSERT_CART, {"id": cart.id, **self._row(cart)})
+        await self._pending.insert(t.carts, {"id": cart.id, **self._row(cart)})
         await self._write_lines(cart, ())
 
     async def update(
@@ -789,9 +941,9 @@ class SqlOrders:
 
 
 class SqlCustomers:
-    def __init__(self, conn: DbConnection, events: SqlEventLog | None = None) -> None:
+    def __init__(self, conn: DbConnection, pending: PendingWrites | None = None) -> None:
         self.conn = conn
-        self._events = events  # its pending events are written before a merge moves events
+        self._pending = pending  # pending events are written before a merge moves events
 
     async def get(self, customer_id: str) -> Customer | None:
         row = (await self.conn.execute(_SELECT_CUSTOMER, {"customer_id": customer_id})).first()
@@ -887,8 +1039,8 @@ class SqlCustomers:
         )
 
     async def merge(self, source_id: str, target_id: str) -> tuple[int, int, int]:
-        if self._events is not None:
-            await self._events.flush()
+        if self._pending is not None:
+            await self._pending.flush()
         moved = []
         for table in (t.orders, t.carts, t.identities):
             result = await self.conn.execute(
@@ -909,44 +1061,19 @@ class SqlCustomers:
 
 
 class SqlEventLog:
-    """Events recorded in a transaction are kept and written together (:meth:`flush`): when the
-    transaction is about to commit, or before a statement of this log that reads or changes
-    events. A checkout records three; written one by one they cost three INSERTs on PostgreSQL
-    (a round trip each) and six on SQLite."""
+    """The transaction's events go to its :class:`PendingWrites`, written together (a checkout
+    records three: one by one they would cost three INSERTs on PostgreSQL, a round trip each,
+    and six on SQLite)."""
 
-    def __init__(self, conn: DbConnection) -> None:
+    def __init__(self, conn: DbConnection, pending: PendingWrites) -> None:
         self.conn = conn
-        self._pending: list[Event] = []
+        self._pending = pending
 
     async def record(self, event: Event) -> None:
-        self._pending.append(event)
+        self._pending.events.append(event)
 
     async def flush(self) -> None:
-        """Write the recorded events, in the order recorded, with their outbox rows."""
-        dialect = self.conn.dialect.name
-        while self._pending:
-            batch, self._pending = self._pending[:_EVENT_BATCH], self._pending[_EVENT_BATCH:]
-            params: dict[str, Any] = {}
-            for i, event in enumerate(batch):
-                subject = event.subject
-                params[f"id_{i}"] = event.id
-                params[f"type_{i}"] = event.type
-                params[f"occurred_at_{i}"] = event.occurred_at
-                params[f"channel_{i}"] = event.channel
-                params[f"actor_{i}"] = event.actor
-                params[f"customer_id_{i}"] = event.customer_id
-                params[f"order_id_{i}"] = subject.get("order_id")
-                params[f"cart_id_{i}"] = subject.get("cart_id")
-                params[f"payload_{i}"] = encode_event(event)
-            result = await self.conn.execute(_insert_events(dialect, len(batch)), params)
-            if dialect != "postgresql":
-                await self.conn.execute(
-                    _INSERT_OUTBOX,
-                    [
-                        {"event_seq": seq, "status": "pending", "attempts": 0, "available_at": occurred_at}
-                        for seq, occurred_at in result
-                    ],
-                )
+        await self._pending.flush()
 
     async def _list(self, *cond: Any, after: int | None = None, limit: int = 1000) -> list[tuple[int, Event]]:
         await self.flush()
@@ -979,20 +1106,23 @@ class SqlEventLog:
         return await self._list(t.events.c.cart_id == cart_id)
 
     async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
-        if any(e.customer_id is None and e.subject.get("cart_id") == cart_id for e in self._pending):
+        if any(e.customer_id is None and e.subject.get("cart_id") == cart_id for e in self._pending.events):
             await self.flush()  # one of the cart's events is still to be written: it is adopted too
         await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
 
 
 class SqlTransaction:
-    def __init__(self, conn: DbConnection) -> None:
+    def __init__(self, conn: DbConnection, *, writes: bool = True) -> None:
+        self.pending = PendingWrites(conn)
+        if writes and self.pending.postgres:  # rows may be pending: written before any statement
+            conn = cast(DbConnection, _AutoFlush(conn, self.pending))
         self.conn = conn
         self.products = SqlProducts(conn)
         self.stock = SqlStock(conn)
-        self.carts = SqlCarts(conn)
+        self.carts = SqlCarts(conn, self.pending)
         self.orders = SqlOrders(conn)
-        self.events = SqlEventLog(conn)
-        self.customers = SqlCustomers(conn, self.events)
+        self.events = SqlEventLog(conn, self.pending)
+        self.customers = SqlCustomers(conn, self.pending)
         self.payments = SqlPayments(conn)
         self.attempts = SqlCheckoutAttempts(conn)
         self.wallets = SqlWallets(conn)
@@ -1009,9 +1139,9 @@ class SqlUnitOfWork:
         async with self.db.write() as conn:
             tx = SqlTransaction(conn)
             yield tx
-            await tx.events.flush()
+            await tx.pending.flush(last=True)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlTransaction]:
         async with self.db.read() as conn:
-            yield SqlTransaction(conn)
+            yield SqlTransaction(conn, writes=False)

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from omniretail import hookimpl
-from omniretail.domain.events import CartLineChanged, Event, OrderPlaced
+from omniretail.domain.cart import Cart, CartLine
+from omniretail.domain.events import CartCreated, CartLineChanged, Event, OrderPlaced
 from omniretail.kernel import Kernel
 from omniretail.services.clock import FakeClock
 from omniretail.storage import tables as t
@@ -197,3 +198,66 @@ async def test_a_transactions_events_are_written_together_in_order(recorded: tup
     assert [r.id for r in rows] == [f"evt_batch_{i:02d}" for i in range(13)]
     assert [r.customer_id for r in rows] == ["cus_b"] * 12 + [None]
     assert {r.status for r in rows} == {"pending"}
+
+
+async def test_a_new_cart_is_written_with_its_event_and_seen_by_its_own_transaction(
+    recorded: tuple[Kernel, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new cart and its lines are pending writes: written with the transaction's events, before
+    any later statement of the transaction (which then sees them), never if it fails. On
+    PostgreSQL a block of only pending writes is one statement, without a transaction."""
+    kernel, _ = recorded
+    uow = SqlUnitOfWork(kernel.db)
+    begun: list[object] = []
+    if not kernel.db.is_sqlite:
+        from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection as Adapted
+
+        start = Adapted._start_transaction
+
+        async def counted(self: Adapted) -> None:
+            begun.append(self)
+            await start(self)
+
+        monkeypatch.setattr(Adapted, "_start_transaction", counted)
+
+    def cart(cart_id: str) -> Cart:
+        now = kernel.clock()
+        lines = (CartLine(sku="A", quantity=1), CartLine(sku="B", quantity=2))
+        return Cart(
+            id=cart_id, currency="EUR", channel="web", channels=("web",), lines=lines, created_at=now, updated_at=now
+        )
+
+    def created(cart_id: str) -> CartCreated:
+        return CartCreated(
+            id=f"evt_{cart_id}", occurred_at=kernel.clock(), channel="web", actor="customer", cart_id=cart_id
+        )
+
+    async with uow.write() as tx:
+        await tx.carts.insert(cart("crt_alone"))
+        await tx.events.record(created("crt_alone"))
+    assert begun == []  # PostgreSQL: one statement on its own (nothing to count on SQLite)
+    async with uow.write() as tx:
+        await tx.carts.insert(cart("crt_read_back"))
+        await tx.events.record(created("crt_read_back"))
+        again = await tx.carts.get("crt_read_back")  # the pending rows are written first
+        assert again is not None and [x.sku for x in again.lines] == ["A", "B"]
+    assert len(begun) == (0 if kernel.db.is_sqlite else 1)
+    with pytest.raises(RuntimeError):
+        async with uow.write() as tx:
+            await tx.carts.insert(cart("crt_failed"))
+            await tx.events.record(created("crt_failed"))
+            raise RuntimeError("never written")
+    async with uow.read() as tx:
+        for cart_id in ("crt_alone", "crt_read_back"):
+            stored = await tx.carts.get(cart_id)
+            assert stored is not None and [(x.sku, x.quantity) for x in stored.lines] == [("A", 1), ("B", 2)]
+            assert [e.id for _, e in await tx.events.for_cart(cart_id)] == [f"evt_{cart_id}"]
+        assert await tx.carts.get("crt_failed") is None
+        assert await tx.events.for_cart("crt_failed") == []
+    async with kernel.db.read() as conn:
+        outboxed = await conn.scalar(
+            select(func.count())
+            .select_from(t.outbox.join(t.events, t.events.c.seq == t.outbox.c.event_seq))
+            .where(t.events.c.cart_id.in_(["crt_alone", "crt_read_back"]))
+        )
+    assert outboxed == 2
