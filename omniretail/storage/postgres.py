@@ -59,13 +59,25 @@ class PgConnection(PreparingConnection):
     ``scalar``, ``scalars``, ``exec_driver_sql``, ``begin_nested``, ``run_sync``, ``dialect``;
     anything else is the ``AsyncConnection``'s own."""
 
-    __slots__ = ("_autocommit", "_begins", "_conn")
+    __slots__ = ("_autocommit", "_begins", "_conn", "_transactional", "lost")
 
     def __init__(self, conn: AsyncConnection, *, begins: bool = True, autocommit: bool = False) -> None:
         self._conn = conn
         #: A write block's statements begin its transaction; a read or autocommit block's do not.
         self._begins = begins
+        self._transactional = begins
         self._autocommit = autocommit
+        #: The server or the network lost this connection (not: a statement was cancelled).
+        self.lost = False
+
+    def _usable(self) -> None:
+        """A write block whose connection was dropped cannot go on: its transaction is gone with
+        it (a new connection would silently run the rest of the block as a transaction of its
+        own). A read or autocommit block goes on with a new connection."""
+        if self._transactional and self._conn.invalidated:
+            raise sa_exc.PendingRollbackError(
+                "this transaction's connection was lost and the transaction with it; the block cannot go on"
+            )
 
     @property
     def dialect(self) -> Dialect:
@@ -77,7 +89,12 @@ class PgConnection(PreparingConnection):
     async def _execute(
         self, statement: Executable, parameters: Any, execution_options: CoreExecuteOptionsParameter | None
     ) -> CursorResult[*tuple[Any, ...]]:
-        result = await self._conn.execute(statement, parameters, execution_options=execution_options)
+        self._usable()
+        try:
+            result = await self._conn.execute(statement, parameters, execution_options=execution_options)
+        except sa_exc.DBAPIError as error:
+            self.lost = self.lost or error.connection_invalidated
+            raise
         await self._autocommitted()
         return result
 
@@ -108,6 +125,7 @@ class PgConnection(PreparingConnection):
     direct_many_rows = False
 
     async def _run_prepared(self, plan: Plan, arguments: Any) -> Result | None:
+        self._usable()
         sync: Any = self._conn.sync_connection
         adapted: Any = sync.connection.dbapi_connection
         if not _direct_ok(adapted):
@@ -148,6 +166,7 @@ class PgConnection(PreparingConnection):
             dialect._invalidate_schema_cache()
         disconnected = bool(dialect.is_disconnect(error, adapted, None))
         if disconnected:
+            self.lost = True
             sync.engine.pool._invalidate(sync.connection, error, _checkin=False)
             await self._conn.invalidate(error)
         raise sa_exc.DBAPIError.instance(
@@ -172,7 +191,8 @@ class PgConnection(PreparingConnection):
         (it then also ends asyncpg's), else asyncpg's own. Nothing for a lost connection."""
         if self._conn.invalidated:
             return
-        if self._conn.in_transaction():
+        if self._conn.sync_connection._transaction is not None:  # type: ignore[union-attr]
+            # SQLAlchemy took part (its commit refuses a transaction a failed statement ended).
             await (self._conn.commit() if commit else self._conn.rollback())
             return
         sync: Any = self._conn.sync_connection
@@ -242,25 +262,26 @@ class PgSessions:
             ended = True
         finally:
             try:
-                await self._release(conn, ended)
+                await self._release(conn, ended, pg.lost)
             finally:
                 self._slots.release()
 
-    async def _release(self, conn: AsyncConnection, ended: bool) -> None:
+    async def _release(self, conn: AsyncConnection, ended: bool, lost: bool) -> None:
         if ended and not conn.invalidated:
             if len(self._idle) < self.keep:
                 self._idle.append(conn)
             else:
-                await conn.close()
+                with suppress(Exception):  # the block's work is done: a failed close is not its failure
+                    await conn.close()
             return
-        lost = conn.invalidated
-        # Its state is unknown: dropped at once (no graceful close to wait for, perhaps while
-        # cancelled); PostgreSQL rolls back what it had open.
+        # Its state is unknown (cancelled, a failed COMMIT or ROLLBACK) or it was lost: dropped at
+        # once (no graceful close to wait for, perhaps while cancelled); PostgreSQL rolls back
+        # what it had open.
         with suppress(Exception):
             conn.sync_connection.invalidate()  # type: ignore[union-attr]
         with suppress(Exception):
             await conn.close()
-        if lost:
+        if lost:  # the server restarted, or the network failed: the idle ones are lost too
             await self.dispose()
 
     async def dispose(self) -> None:

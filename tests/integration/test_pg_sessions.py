@@ -198,13 +198,7 @@ async def test_when_the_server_ends_the_sessions_one_block_fails_and_the_idle_on
     await asyncio.sleep(0.2)
     release.set()
     await asyncio.gather(*holders)  # two idle connections now
-    killer = Database(pg.url, pool_size=1)
-    try:
-        async with killer.autocommit() as conn:  # as a server restart would
-            for pid in pids:
-                await conn.execute(select(func.pg_terminate_backend(pid)))
-    finally:
-        await killer.dispose()
+    await terminate(pg, pids)
     with pytest.raises(exc.DBAPIError) as raised:
         async with pg.read() as conn:
             await conn.scalar(PID)
@@ -212,3 +206,63 @@ async def test_when_the_server_ends_the_sessions_one_block_fails_and_the_idle_on
     for _ in range(3):  # the other idle one was dropped with it: no second failure
         async with pg.read() as conn:
             assert await conn.scalar(PID) not in pids
+
+
+async def idle_connections(pg: Database, n: int) -> list[int]:
+    """Make ``n`` connections idle in ``pg``'s pool; their backend pids."""
+    release = asyncio.Event()
+    pids: list[int] = []
+
+    async def hold() -> None:
+        async with pg.read() as conn:
+            pids.append((await conn.execute(PID)).scalar_one())
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(n)]
+    while len(pids) < n:
+        await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.gather(*holders)
+    return pids
+
+
+async def terminate(pg: Database, pids: list[int]) -> None:
+    """End these sessions from another process's side, as a server restart would."""
+    killer = Database(pg.url, pool_size=1)
+    try:
+        async with killer.autocommit() as conn:
+            for pid in pids:
+                await conn.execute(select(func.pg_terminate_backend(pid)))
+    finally:
+        await killer.dispose()
+
+
+async def test_a_cancelled_statement_drops_its_connection_only(pg: Database) -> None:
+    idle = await idle_connections(pg, 2)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with pg.write() as conn:
+            started.set()
+            await conn.execute(SLEEP, {"seconds": 5})
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    await asyncio.sleep(0.2)  # inside the statement now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with pg.read() as conn:  # the other idle connection is still there (not a lost server)
+        assert await conn.scalar(PID) in idle
+
+
+async def test_a_write_block_whose_connection_was_lost_cannot_go_on(pg: Database) -> None:
+    with pytest.raises(exc.PendingRollbackError, match="connection was lost"):
+        async with pg.write() as conn:
+            await conn.execute(ADD, {"id": 1, "body": "lost with its transaction"})
+            await terminate(pg, [(await conn.execute(PID)).scalar_one()])
+            with pytest.raises(exc.DBAPIError):
+                await conn.execute(ADD, {"id": 2, "body": "fails: the connection is gone"})
+            # Caught, and the block goes on: it must not run the rest on a new connection.
+            await conn.execute(PLAIN_ADD, {"id": 3, "body": "would be half a transaction"})
+    assert await bodies(pg) == []
