@@ -611,6 +611,12 @@ class PendingWrites:
         return params
 
 
+class PendingWriteFailed(RuntimeError):
+    """A pending write failed when it was written, before another statement of its transaction:
+    raised as this, not as the ``IntegrityError`` it is, so that the statement's caller does not
+    take it for its own (``except IntegrityError`` around an insert that may meet a duplicate)."""
+
+
 class _AutoFlush:
     """A transaction's connection as its repositories see it: pending rows are written before
     any statement runs. Otherwise the connection itself."""
@@ -625,9 +631,15 @@ class _AutoFlush:
     def dialect(self) -> Any:
         return self._conn.dialect
 
+    async def _flush(self) -> None:
+        try:
+            await self._pending.flush()
+        except IntegrityError as exc:
+            raise PendingWriteFailed(f"a pending write failed: {exc.orig}") from exc
+
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         if self._pending.rows:
-            await self._pending.flush()
+            await self._flush()
         return await self._conn.execute(statement, parameters, **kwargs)
 
     async def scalar(self, statement: Any, parameters: Any = None) -> Any:
@@ -638,18 +650,18 @@ class _AutoFlush:
 
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
         if self._pending.rows:
-            await self._pending.flush()
+            await self._flush()
         return await self._conn.exec_driver_sql(statement, parameters)
 
     async def run_sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._pending.rows:
-            await self._pending.flush()
+            await self._flush()
         return await self._conn.run_sync(fn, *args, **kwargs)
 
     @asynccontextmanager
     async def begin_nested(self) -> AsyncIterator[Any]:
         if self._pending.rows:
-            await self._pending.flush()
+            await self._flush()
         async with self._conn.begin_nested() as savepoint:
             yield savepoint
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from omniretail import hookimpl
 from omniretail.domain.cart import Cart, CartLine
@@ -17,7 +20,7 @@ from omniretail.kernel import Kernel
 from omniretail.services.clock import FakeClock
 from omniretail.storage import tables as t
 from omniretail.storage.outbox import OutboxStore
-from omniretail.storage.repositories import SqlUnitOfWork
+from omniretail.storage.repositories import PendingWriteFailed, SqlUnitOfWork
 from omniretail.worker import OutboxWorker, backoff_delay
 from tests.conftest import store_config
 from tests.integration.helpers import buy, draft
@@ -261,3 +264,25 @@ async def test_a_new_cart_is_written_with_its_event_and_seen_by_its_own_transact
             .where(t.events.c.cart_id.in_(["crt_alone", "crt_read_back"]))
         )
     assert outboxed == 2
+
+
+async def test_a_failed_pending_write_is_not_taken_for_the_next_statements_own_error(
+    recorded: tuple[Kernel, Recorder],
+) -> None:
+    """A pending row that fails when written (here a duplicate cart id) fails the transaction: it
+    is not caught as the IntegrityError a later statement expects for itself (a handoff code
+    already taken), which would lose the row and commit the rest."""
+    kernel, _ = recorded
+    uow = SqlUnitOfWork(kernel.db)
+    now = kernel.clock()
+    cart = Cart(id="crt_dup", currency="EUR", channel="web", channels=("web",), created_at=now, updated_at=now)
+    async with uow.write() as tx:
+        await tx.carts.insert(cart)
+    with pytest.raises(PendingWriteFailed if not kernel.db.is_sqlite else IntegrityError):  # SQLite: at once
+        async with uow.write() as tx:
+            await tx.carts.insert(msgspec.structs.replace(cart, channel="kiosk"))
+            await tx.carts.create_handoff("CODE01", "crt_dup", "web", now, now + timedelta(minutes=5))
+    async with uow.read() as tx:
+        stored = await tx.carts.get("crt_dup")
+        assert stored is not None and stored.channel == "web"
+        assert await tx.carts.handoff("CODE01") is None
