@@ -30,7 +30,7 @@ from omniretail.gateway.routes.orders import OrderController
 from omniretail.gateway.routes.payments import PaymentAdminController
 from omniretail.gateway.routes.publications import PublicationsController, ReportController
 from omniretail.gateway.schemas import HealthOut
-from omniretail.gateway.security import AuthMiddleware, RateLimitMiddleware, channel_only
+from omniretail.gateway.security import AccessMiddleware, AuthMiddleware, RateLimitMiddleware, channel_only
 from omniretail.host import PluginError
 from omniretail.kernel import Kernel
 from omniretail.storage import migrate
@@ -175,6 +175,7 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
         middleware=[
             AuthMiddleware(keys, kernel.clock),
             *([RateLimitMiddleware(settings.rate_limit_per_minute)] if settings.rate_limit_per_minute else []),
+            AccessMiddleware(),
             IdempotencyMiddleware(IdempotencyStore(kernel.db), kernel.clock, settings.idempotency_retention_hours),
         ],
         exception_handlers={Exception: handle_exception},

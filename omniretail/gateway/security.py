@@ -4,10 +4,11 @@
   opt in (``opt={"token_query": True}``) also accept ``?token=<key>`` for feed fetchers that cannot
   set headers. Routes with ``opt={"public": True}`` (signed webhooks) skip key auth.
 * ``Customer-Token: <token>``: a signed-in customer (from ``POST /v1/customers/sessions``).
-* Who may call a route is its ``opt["requires"]`` (set on a controller or router, checked here,
-  with the key): ``"storefront"`` (the ``storefront`` or ``admin`` scope), ``"admin"`` (``/v1/admin``)
-  or ``"channel:<name>"`` (``/channels/<name>/``: a key of that channel, or an admin key). No key:
-  401; wrong scope or channel: 403. (Not Litestar guards: those copy the route handler per request.)
+* Who may call a route is its ``opt["requires"]`` (set on a controller or router, checked by
+  ``AccessMiddleware`` after the rate limit): ``"storefront"`` (the ``storefront`` or ``admin``
+  scope), ``"admin"`` (``/v1/admin``) or ``"channel:<name>"`` (``/channels/<name>/``: a key of
+  that channel, or an admin key). No key: 401; wrong scope or channel: 403. (Not Litestar guards:
+  those copy the route handler on every request.)
 * Rate limit: a fixed one-minute window per key (per client address without one), per process;
   429 with ``Retry-After``.
 """
@@ -91,9 +92,21 @@ class AuthMiddleware(ASGIMiddleware):
                 customer_id=customer_id,
             )
         scope["user"] = principal
-        requires = opt.get(REQUIRES)
-        if requires is not None:
-            authorize(principal, requires)
+        await next_app(scope, receive, send)
+
+
+class AccessMiddleware(ASGIMiddleware):
+    """403 unless the key may call the route (its ``opt["requires"]``). After the rate limit, so
+    forbidden requests count against it too."""
+
+    scopes = (ScopeType.HTTP,)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        handler = scope.get("route_handler")
+        requires = handler.opt.get(REQUIRES) if handler is not None else None
+        user = scope.get("user")
+        if requires is not None and isinstance(user, Principal):  # no principal: a public route
+            authorize(user, requires)
         await next_app(scope, receive, send)
 
 

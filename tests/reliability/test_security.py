@@ -469,3 +469,14 @@ async def test_too_many_requests_is_429_with_retry_after(served: Served, client:
     assert int(limited.headers["retry-after"]) >= 1
     # Another key is not limited by this one.
     assert (await client.get("/v1/channels", headers=served.store.h("kiosk"))).status_code == 200
+
+
+async def test_forbidden_requests_count_against_the_rate_limit(served: Served, client: httpx.AsyncClient) -> None:
+    """A key hammering a route it may not call gets 403s, then 429s: being refused costs the
+    gateway a key lookup, so refusals are rate-limited too."""
+    r = await client.post("/v1/admin/keys", json={"channel": "voice"}, headers=served.store.h())
+    key = {"Authorization": f"Bearer {r.json()['secret']}"}
+    codes = await asyncio.gather(*(client.get("/v1/admin/orders", headers=key) for _ in range(2 * RATE_LIMIT + 1)))
+    statuses = [c.status_code for c in codes]
+    assert set(statuses) == {403, 429} and statuses.count(403) <= 2 * RATE_LIMIT
+    assert_problem(next(c for c in codes if c.status_code == 403), 403)
