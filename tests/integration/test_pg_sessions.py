@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, exc, func, insert, select, text
@@ -46,6 +47,45 @@ async def pg(postgres_url: str | None) -> AsyncIterator[Database]:
 async def bodies(db: Database) -> list[str]:
     async with db.read() as conn:
         return list((await conn.scalars(BODIES)).all())
+
+
+@asynccontextmanager
+async def holding(pg: Database, n: int) -> AsyncIterator[list[int]]:
+    """``n`` read blocks held open (their backend pids) until the ``async with`` ends."""
+    release = asyncio.Event()
+    pids: list[int] = []
+
+    async def hold() -> None:
+        async with pg.read() as conn:
+            pids.append((await conn.execute(PID)).scalar_one())
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(n)]
+    try:
+        while len(pids) < n:
+            await asyncio.sleep(0.01)
+        yield pids
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+
+
+async def idle_connections(pg: Database, n: int) -> list[int]:
+    """Make ``n`` connections idle in ``pg``'s pool; their backend pids."""
+    async with holding(pg, n) as pids:
+        pass
+    return pids
+
+
+async def terminate(pg: Database, pids: list[int]) -> None:
+    """End these sessions from another process's side, as a server restart would."""
+    killer = Database(pg.url, pool_size=1)
+    try:
+        async with killer.autocommit() as conn:
+            for pid in pids:
+                await conn.execute(select(func.pg_terminate_backend(pid)))
+    finally:
+        await killer.dispose()
 
 
 async def test_blocks_reuse_one_connection_and_leave_no_transaction_open(pg: Database) -> None:
@@ -138,25 +178,14 @@ async def test_connections_are_bounded_and_only_pool_size_of_them_kept(pg: Datab
 
 async def test_a_block_waits_only_so_long_for_a_connection(pg: Database) -> None:
     pg._pg.timeout = 0.3
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with pg.read():
-            await release.wait()
-
-    holders = [asyncio.create_task(hold()) for _ in range(4)]
-    await asyncio.sleep(0.2)
 
     async def fifth() -> None:
         async with pg.read():
             pass
 
-    try:
+    async with holding(pg, 4):  # every connection pool_size 2 allows
         with pytest.raises(exc.TimeoutError, match=r"database\.pool_size"):
             await asyncio.wait_for(fifth(), 5)  # a wait without end fails here (asyncio's TimeoutError)
-    finally:
-        release.set()
-        await asyncio.gather(*holders)
     async with pg.read() as conn:  # and the slots the timed-out wait never took are all free
         assert await conn.scalar(PID)
 
@@ -186,18 +215,7 @@ async def test_a_cancelled_block_drops_its_connection(pg: Database) -> None:
 async def test_when_the_server_ends_the_sessions_one_block_fails_and_the_idle_ones_are_dropped(
     pg: Database,
 ) -> None:
-    release = asyncio.Event()
-    pids: list[int] = []
-
-    async def hold() -> None:
-        async with pg.read() as conn:
-            pids.append((await conn.execute(PID)).scalar_one())
-            await release.wait()
-
-    holders = [asyncio.create_task(hold()) for _ in range(2)]
-    await asyncio.sleep(0.2)
-    release.set()
-    await asyncio.gather(*holders)  # two idle connections now
+    pids = await idle_connections(pg, 2)
     await terminate(pg, pids)
     with pytest.raises(exc.DBAPIError) as raised:
         async with pg.read() as conn:
@@ -206,35 +224,6 @@ async def test_when_the_server_ends_the_sessions_one_block_fails_and_the_idle_on
     for _ in range(3):  # the other idle one was dropped with it: no second failure
         async with pg.read() as conn:
             assert await conn.scalar(PID) not in pids
-
-
-async def idle_connections(pg: Database, n: int) -> list[int]:
-    """Make ``n`` connections idle in ``pg``'s pool; their backend pids."""
-    release = asyncio.Event()
-    pids: list[int] = []
-
-    async def hold() -> None:
-        async with pg.read() as conn:
-            pids.append((await conn.execute(PID)).scalar_one())
-            await release.wait()
-
-    holders = [asyncio.create_task(hold()) for _ in range(n)]
-    while len(pids) < n:
-        await asyncio.sleep(0.01)
-    release.set()
-    await asyncio.gather(*holders)
-    return pids
-
-
-async def terminate(pg: Database, pids: list[int]) -> None:
-    """End these sessions from another process's side, as a server restart would."""
-    killer = Database(pg.url, pool_size=1)
-    try:
-        async with killer.autocommit() as conn:
-            for pid in pids:
-                await conn.execute(select(func.pg_terminate_backend(pid)))
-    finally:
-        await killer.dispose()
 
 
 async def test_a_cancelled_statement_drops_its_connection_only(pg: Database) -> None:
@@ -254,6 +243,9 @@ async def test_a_cancelled_statement_drops_its_connection_only(pg: Database) -> 
         await task
     async with pg.read() as conn:  # the other idle connection is still there (not a lost server)
         assert await conn.scalar(PID) in idle
+    for _ in range(4):  # and every connection handed out works, in a transaction of its own
+        async with pg.write() as conn:
+            assert (await conn.execute(SLEEP, {"seconds": 0})).rowcount == 1
 
 
 async def test_a_write_block_whose_connection_was_lost_cannot_go_on(pg: Database) -> None:
