@@ -101,6 +101,7 @@ class PgConnection(PreparingConnection):
     async def execute_last(self, statement: Executable, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
         """A write block's last statement: if nothing has begun the block's transaction, it runs
         on its own (atomic, as any one statement is), without BEGIN and COMMIT round trips."""
+        self._usable()
         if not self._begins or self._began():
             return await self.execute(statement, parameters)
         self._begins = False
@@ -174,14 +175,17 @@ class PgConnection(PreparingConnection):
         ) from error
 
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
+        self._usable()
         result = await self._conn.exec_driver_sql(statement, parameters)
         await self._autocommitted()
         return result
 
     def begin_nested(self) -> AsyncTransaction:
+        self._usable()
         return self._conn.begin_nested()
 
     async def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._usable()
         result = await self._conn.run_sync(fn, *args, **kwargs)
         await self._autocommitted()
         return result

@@ -258,3 +258,11 @@ async def test_a_write_block_whose_connection_was_lost_cannot_go_on(pg: Database
             # Caught, and the block goes on: it must not run the rest on a new connection.
             await conn.execute(PLAIN_ADD, {"id": 3, "body": "would be half a transaction"})
     assert await bodies(pg) == []
+    with pytest.raises(exc.PendingRollbackError, match="connection was lost"):
+        async with pg.write() as conn:
+            await conn.execute(ADD, {"id": 1, "body": "lost with its transaction"})
+            await terminate(pg, [(await conn.execute(PID)).scalar_one()])
+            with pytest.raises(exc.DBAPIError):
+                await conn.execute(ADD, {"id": 2, "body": "fails: the connection is gone"})
+            await conn.exec_driver_sql("SELECT 1")  # through SQLAlchemy's own methods too
+    assert await bodies(pg) == []
