@@ -27,6 +27,7 @@ from __future__ import annotations
 import keyword
 from collections import namedtuple
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any, ClassVar, Never, TypeVar, TypeVarTuple, cast, overload
 
 from sqlalchemy import exc as sa_exc
@@ -122,7 +123,7 @@ def _row_class(names: tuple[str, ...]) -> type:
 class Plan:
     """One prepared statement compiled for one dialect and parameter-key set."""
 
-    __slots__ = ("binds", "many", "row", "row_processors", "sql")
+    __slots__ = ("_converters", "_take", "binds", "many", "row", "row_processors", "sql")
 
     def __init__(self, statement: Executable, dialect: Dialect, keys: list[str], many: bool) -> None:
         compiled: Any = cast(Any, statement).compile(dialect=dialect, column_keys=keys, for_executemany=many)
@@ -143,6 +144,16 @@ class Plan:
             if bind.callable is not None:
                 raise NotPreparable
             self.binds.append((name, processors.get(name), bind.required, bind.value))
+        names = [name for name, _p, _r, _d in self.binds]
+        # The usual case, every bind given: one itemgetter call, then the processors in place.
+        if len(names) > 1:
+            self._take: Any = itemgetter(*names)
+        elif names:
+            only = names[0]
+            self._take = lambda parameters: (parameters[only],)
+        else:
+            self._take = lambda parameters: ()
+        self._converters = [(i, process) for i, (_n, process, _r, _d) in enumerate(self.binds) if process is not None]
         columns = compiled._result_columns
         names = [entry[0] for entry in columns]
         if len(set(names)) != len(names) or not all(_plain_name(name) for name in names):
@@ -152,11 +163,20 @@ class Plan:
             row_processors = [entry[3]._cached_result_processor(dialect, None) for entry in columns]
         except Exception as exc:
             raise NotPreparable from exc
-        self.row_processors = row_processors if any(row_processors) else None
+        self.row_processors = [(i, p) for i, p in enumerate(row_processors) if p is not None] or None
         self.sql: str = compiled.string
         self.many = many
 
-    def arguments(self, parameters: Any) -> tuple[Any, ...]:
+    def arguments(self, parameters: Any) -> list[Any]:
+        try:
+            values = list(self._take(parameters))
+        except KeyError:  # a bind left to its default, or missing
+            return self._arguments(parameters)
+        for i, process in self._converters:
+            values[i] = process(values[i])
+        return values
+
+    def _arguments(self, parameters: Any) -> list[Any]:
         out = []
         for name, process, required, default in self.binds:
             if name in parameters:
@@ -166,7 +186,7 @@ class Plan:
             else:
                 value = default
             out.append(value if process is None else process(value))
-        return tuple(out)
+        return out
 
     def rows(self, fetched: Any) -> list[Any]:
         """The driver's rows as named tuples, each value converted by its column's type."""
@@ -174,40 +194,60 @@ class Plan:
         processors = self.row_processors
         if processors is None:
             return [make(row) for row in fetched]
-        return [make([v if p is None else p(v) for p, v in zip(processors, row, strict=True)]) for row in fetched]
+        out = []
+        for row in fetched:
+            values = list(row)
+            for i, process in processors:
+                values[i] = process(values[i])
+            out.append(make(values))
+        return out
 
 
-#: Plans by (dialect, driver, statement id, parameter keys, many); None where it cannot be prepared.
-_PLANS: dict[tuple[str, str, int, tuple[str, ...], bool], Plan | None] = {}
+#: Plans by (dialect name, driver), then by (statement id, parameter keys in order, many); None
+#: where it cannot be prepared.
+_PLANS: dict[tuple[str, str], dict[tuple[int, tuple[str, ...], bool], Plan | None]] = {}
+
+
+def _plans(dialect: Dialect) -> dict[tuple[int, tuple[str, ...], bool], Plan | None]:
+    plans: Any = dialect.__dict__.get("_omniretail_plans")
+    if plans is None:
+        plans = _PLANS.setdefault((dialect.name, dialect.driver), {})
+        dialect.__dict__["_omniretail_plans"] = plans
+    return cast("dict[tuple[int, tuple[str, ...], bool], Plan | None]", plans)
 
 
 def plan_for(
     statement: Executable, dialect: Dialect, parameters: Any, *, many_rows: bool = True
 ) -> tuple[Plan, Any] | None:
     """The plan and the converted arguments for running ``statement`` with ``parameters``
-    directly (a tuple, or a list of tuples for many rows), or None to run it through SQLAlchemy
+    directly (a list, or a list of lists for many rows), or None to run it through SQLAlchemy
     (always, for many rows, unless ``many_rows``)."""
-    many = isinstance(parameters, list) and len(parameters) > 1
-    if many and not many_rows:
-        return None
-    if isinstance(parameters, list):
-        if not parameters:
-            return None
+    if type(parameters) is dict:
+        first: Any = parameters
+        many = False
+    elif parameters is None:
+        first = {}
+        many = False
+    elif isinstance(parameters, list) and parameters and isinstance(parameters[0], dict):
         first = parameters[0]
+        many = len(parameters) > 1
+        if many and not many_rows:
+            return None
+    elif isinstance(parameters, dict):
+        first = parameters
+        many = False
     else:
-        first = parameters if parameters is not None else {}
-    if not isinstance(first, dict):
         return None
-    keys = tuple(sorted(first))
-    key = (dialect.name, dialect.driver, id(statement), keys, many)
-    if key in _PLANS:
-        plan = _PLANS[key]
-    else:
+    plans = _plans(dialect)
+    # Keys in the caller's order: a call site passes them in one order, so this costs no plans.
+    key = (id(statement), tuple(first), many)
+    plan = plans.get(key, _MISSING)
+    if plan is _MISSING:
         try:
-            plan = Plan(statement, dialect, list(keys), many)
+            plan = Plan(statement, dialect, list(first), many)
         except NotPreparable:
             plan = None
-        _PLANS[key] = plan
+        plans[key] = plan
     if plan is None:
         return None
     try:
@@ -216,6 +256,9 @@ def plan_for(
         return plan, plan.arguments(first)
     except Exception:  # a value its bind processor refuses: SQLAlchemy raises its own error for it
         return None
+
+
+_MISSING: Any = object()
 
 
 class PreparingConnection:

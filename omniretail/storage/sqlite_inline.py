@@ -173,6 +173,13 @@ def connector(path: str, *, uri: bool) -> Callable[[], sqlite3.Connection]:
     return connect
 
 
+def _run(raw: sqlite3.Connection, plan: Plan, arguments: Any) -> Result:
+    if plan.many:
+        return Result([], raw.executemany(plan.sql, arguments).rowcount)
+    cursor = raw.execute(plan.sql, arguments)  # a plain sqlite3 cursor: fetched right here
+    return Result(plan.rows(cursor.fetchall()) if cursor.description is not None else [], cursor.rowcount)
+
+
 class InlineConnection(PreparingConnection):
     """The ``AsyncConnection`` interface this code base uses, over a sync SQLAlchemy connection
     on the loop's thread (see the module docstring)."""
@@ -202,20 +209,13 @@ class InlineConnection(PreparingConnection):
 
     async def _run_prepared(self, plan: Plan, arguments: Any) -> Result:
         raw: Any = self.sync_connection.connection.dbapi_connection
-
-        def run() -> Result:
-            if plan.many:
-                return Result([], raw.executemany(plan.sql, arguments).rowcount)
-            cursor = raw.execute(plan.sql, arguments)  # a plain sqlite3 cursor: fetched right here
-            return Result(plan.rows(cursor.fetchall()) if cursor.description is not None else [], cursor.rowcount)
-
         try:
-            try:
-                return run()
+            try:  # the usual case, without building the retry's closure and coroutine
+                return _run(raw, plan, arguments)
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
-            return await with_busy_retry(run, self._busy_timeout)
+            return await with_busy_retry(lambda: _run(raw, plan, arguments), self._busy_timeout)
         except sqlite3.Error as exc:  # as SQLAlchemy raises it: IntegrityError and the rest
             raise sa_exc.DBAPIError.instance(plan.sql, arguments, exc, sqlite3.Error) from exc
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +177,32 @@ async def test_a_lost_connection_is_dropped_and_the_next_block_gets_a_new_one(pg
     for _ in range(4):  # more blocks than the pool holds: none of them gets the dead connection
         async with pg.read() as conn:
             assert await conn.scalar(BACKEND_PID) != pid
+
+
+async def test_sqlite_datetimes_are_stored_as_sqlalchemys_datetime_strings(tmp_path: Path) -> None:
+    """UTCDateTime's own SQLite conversion writes the string SQLAlchemy's DATETIME would (rows
+    written before it, and string comparisons in SQL, depend on that) and reads any zone back as
+    the same instant in UTC."""
+    from datetime import timedelta, timezone
+
+    db = Database(normalize_url(f"sqlite:///{tmp_path / 'dates.db'}"))
+    async with db.write() as conn:
+        await conn.run_sync(metadata.create_all)
+
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    reference = DATETIME().bind_processor(db.sync_engine.dialect)
+    assert reference is not None
+    plus_five = datetime(2026, 3, 4, 10, 6, 7, 0, tzinfo=timezone(timedelta(hours=5)))
+    async with db.write() as conn:
+        await conn.execute(PREPARED["insert"], {"name": "z", "at": plus_five, "flag": True, "qty": 1})
+        await conn.execute(PLAIN["insert"], {"name": "p", "at": AT, "flag": True, "qty": 1})
+    async with db.read() as conn:
+        stored = dict((await conn.exec_driver_sql("SELECT name, at FROM items")).all())
+        back = (await conn.execute(PREPARED["by_name"], {"name": "z"})).one().at
+    assert stored == {
+        "z": reference(datetime(2026, 3, 4, 5, 6, 7)),  # "2026-03-04 05:06:07.000000"
+        "p": reference(AT.replace(tzinfo=None)),
+    }
+    assert back == plus_five and back.tzinfo is UTC
+    await db.dispose()
