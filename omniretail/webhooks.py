@@ -46,7 +46,7 @@ from omniretail.domain.ids import new_id
 from omniretail.kernel import Kernel
 from omniretail.services.clock import Clock, system_clock
 from omniretail.storage import tables as t
-from omniretail.storage.database import Database, dialect_insert
+from omniretail.storage.database import Database, dialect_insert, prepared
 from omniretail.worker import backoff_delay
 
 if TYPE_CHECKING:
@@ -56,6 +56,12 @@ log = logging.getLogger("omniretail.webhooks")
 
 #: Longest ``last_error`` kept, and how much of a failing receiver's body goes into it.
 _ERROR_CHARS = 2000
+#: Read once per outbox batch: prepared (on PostgreSQL one round trip, outside a transaction).
+_ACTIVE_SUBSCRIPTIONS = prepared(
+    select(t.webhook_subscriptions.c.id, t.webhook_subscriptions.c.event_types).where(
+        t.webhook_subscriptions.c.active.is_(True)
+    )
+)
 _BODY_SNIPPET = 300
 
 
@@ -148,9 +154,8 @@ class WebhookStore:
 
     async def active_subscriptions(self) -> list[tuple[str, list[str]]]:
         """(id, event type patterns) of every active subscription."""
-        s = t.webhook_subscriptions
         async with self.db.read() as conn:
-            rows = (await conn.execute(select(s.c.id, s.c.event_types).where(s.c.active.is_(True)))).all()
+            rows = (await conn.execute(_ACTIVE_SUBSCRIPTIONS)).all()
         return [(sub_id, types.split()) for sub_id, types in rows]
 
     async def fan_out(

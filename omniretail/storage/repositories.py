@@ -15,6 +15,8 @@ from typing import Any, cast
 import msgspec
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.expression import Insert, Select, TableClause, Update
 
 from omniretail.domain.cart import Cart, CartLine, CartStatus
 from omniretail.domain.catalog import Product
@@ -26,6 +28,7 @@ from omniretail.domain.payment import LedgerEntry, LedgerKind
 from omniretail.storage import tables as t
 from omniretail.storage.database import Database, DbConnection, dialect_insert, insert_or_ignore, prepared
 from omniretail.storage.payments import SqlCheckoutAttempts, SqlPayments, SqlWallets, load_payments
+from omniretail.storage.prepared import PREPARED
 
 _product_decoder = msgspec.json.Decoder(Product)
 _json = msgspec.json.Encoder()
@@ -143,7 +146,7 @@ class SqlProducts:
         return int(revision)
 
     async def catalog_revision(self) -> int:
-        value = await self.conn.scalar(select(t.catalog_state.c.revision).where(t.catalog_state.c.id == 1))
+        value = await self.conn.scalar(_CATALOG_REVISION)
         return int(value or 0)
 
     async def changed_since(self, catalog_revision: int) -> list[Product]:
@@ -460,7 +463,9 @@ _FIND_IDENTITY = prepared(
     )
 )
 _INSERT_OUTBOX = prepared(insert(t.outbox))
-_INSERT_ORDER_LINES = prepared(insert(t.order_lines))
+#: Read before every cart change (is the catalog snapshot current?): prepared, so on PostgreSQL
+#: one round trip outside a transaction, not BEGIN, SELECT and ROLLBACK.
+_CATALOG_REVISION = prepared(select(t.catalog_state.c.revision).where(t.catalog_state.c.id == 1))
 _ADOPT_CART = prepared(
     update(t.events)
     .where(t.events.c.cart_id == bindparam("b_cart_id"), t.events.c.customer_id.is_(None))
@@ -470,7 +475,7 @@ _EVENT_COLUMNS = [c for c in t.events.c if c.name != "seq"]
 #: Pending writes (PendingWrites) go out in statements of up to this many rows, and as many events.
 _BATCH = 8
 _EVENT_INSERTS: dict[int, Any] = {}
-_PG_FLUSHES: dict[tuple[tuple[tuple[str, tuple[str, ...], int], ...], int], Any] = {}
+_PG_FLUSHES: dict[tuple[tuple[tuple[str, tuple[str, ...], int], ...], int, int], Any] = {}
 _INSERTS: dict[str, Any] = {}
 
 #: Rows of one table with the same columns, written by one INSERT: (table, columns, how many).
@@ -500,17 +505,26 @@ def _sqlite_events(n: int) -> Any:
     return stmt
 
 
-def _pg_flush(groups: Sequence[Group], events: int) -> Any:
-    """PostgreSQL: one prepared statement writing ``groups`` (bind names ``w{k}_{column}_{i}``)
-    and ``events`` events with their outbox rows (``{column}_{i}``), each INSERT a CTE of it."""
-    key = (tuple((table.name, columns, n) for table, columns, n in groups), events)
+def _pg_flush(groups: Sequence[Group], events: int, adopts: int = 0) -> Any:
+    """PostgreSQL: one prepared statement writing ``groups`` (bind names ``w{k}_{column}_{i}``),
+    ``events`` events with their outbox rows (``{column}_{i}``) and ``adopts`` cart adoptions
+    (``a{k}_cart_id``, ``a{k}_customer_id``: the cart's written guest events join the customer),
+    each a CTE of it. A CTE does not see the others' rows: adoption reaches only events written
+    by earlier statements (:meth:`PendingWrites.adopt` gives pending ones their customer)."""
+    key = (tuple((table.name, columns, n) for table, columns, n in groups), events, adopts)
     stmt = _PG_FLUSHES.get(key)
     if stmt is None:
-        inserts = [
+        inserts: list[Any] = [
             insert(table).values(
                 [{c: bindparam(f"w{k}_{c}_{i}", type_=table.c[c].type) for c in columns} for i in range(n)]
             )
             for k, (table, columns, n) in enumerate(groups)
+        ]
+        inserts += [
+            update(t.events)
+            .where(t.events.c.cart_id == bindparam(f"a{k}_cart_id"), t.events.c.customer_id.is_(None))
+            .values(customer_id=bindparam(f"a{k}_customer_id"))
+            for k in range(adopts)
         ]
         if events:
             recorded = _events_values(events).returning(t.events.c.seq, t.events.c.occurred_at).cte("recorded")
@@ -529,6 +543,49 @@ def _pg_flush(groups: Sequence[Group], events: int) -> Any:
             main = main.add_cte(*[ins.cte(f"w{k}") for k, ins in enumerate(inserts)])
         stmt = _PG_FLUSHES[key] = prepared(main)
     return stmt
+
+
+#: What :class:`_AutoFlush` knows of a prepared statement: its kind ("select", "insert",
+#: "update"), every table it names, and the table it writes (None: flush before it, always).
+_Shape = tuple[str, frozenset[str], str | None]
+_SHAPES: dict[int, _Shape | None] = {}
+#: The tables each table's foreign keys point at.
+_PARENTS: dict[str, frozenset[str]] = {
+    table.name: frozenset(fk.column.table.name for fk in table.foreign_keys) for table in t.metadata.tables.values()
+}
+
+
+def _shape(statement: Any) -> _Shape | None:
+    key = id(statement)
+    if key in _SHAPES:
+        return _SHAPES[key]
+    if key not in PREPARED:  # built for this call: its id may be another statement's later
+        return None
+    tables = frozenset(e.name for e in visitors.iterate(statement) if isinstance(e, TableClause))
+    shape: _Shape | None = None
+    if isinstance(statement, Select) and statement._for_update_arg is None:
+        shape = ("select", tables, None)
+    elif isinstance(statement, Insert | Update) and isinstance(statement.table, Table):
+        shape = ("insert" if isinstance(statement, Insert) else "update", tables, statement.table.name)
+    _SHAPES[key] = shape
+    return shape
+
+
+def _independent(statement: Any, pending: set[str]) -> bool:
+    """Whether ``statement`` may run before the pending writes to the tables ``pending``: it
+    names none of them, and a row it inserts or updates cannot point at a pending row (a foreign
+    key to one of them) nor be one a pending row points at (its key could change)."""
+    shape = _shape(statement)
+    if shape is None:
+        return False
+    kind, tables, target = shape
+    if tables & pending:
+        return False
+    if kind == "select" or target is None:
+        return kind == "select"
+    if _PARENTS.get(target, frozenset()) & pending:
+        return False
+    return kind == "insert" or not any(target in _PARENTS.get(name, frozenset()) for name in pending)
 
 
 def _groups(rows: Sequence[tuple[Table, dict[str, Any]]]) -> list[tuple[Group, list[dict[str, Any]]]]:
@@ -561,6 +618,21 @@ class PendingWrites:
         self.postgres = conn.dialect.name == "postgresql"
         self.rows: list[tuple[Table, dict[str, Any]]] = []
         self.events: list[Event] = []
+        self.adopts: list[tuple[str, str]] = []  # (cart id, customer id), PostgreSQL
+        self._adopted: dict[int, str] = {}  # id(pending event) -> its customer, given by adopt
+
+    @property
+    def writes(self) -> bool:
+        """Whether rows or adoptions are pending (events are written at the latest before the
+        event log is read)."""
+        return bool(self.rows or self.adopts)
+
+    def tables(self) -> set[str]:
+        """The tables pending rows and adoptions write."""
+        names = {table.name for table, _row in self.rows}
+        if self.adopts:
+            names.add(t.events.name)
+        return names
 
     async def insert(self, table: Table, row: dict[str, Any]) -> None:
         """Insert ``row`` into ``table``, now or with the pending writes: nothing may depend on
@@ -570,20 +642,43 @@ class PendingWrites:
         else:
             await self.conn.execute(_insert_into(table), row)
 
+    async def insert_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """:meth:`insert` for several rows (on SQLite, one statement)."""
+        if self.postgres:
+            self.rows.extend((table, row) for row in rows)
+        elif rows:
+            await self.conn.execute(_insert_into(table), list(rows) if len(rows) > 1 else rows[0])
+
+    async def adopt(self, cart_id: str, customer_id: str) -> None:
+        """The cart's guest events (written or pending) join ``customer_id``'s timeline."""
+        pending = [e for e in self.events if e.customer_id is None and e.subject.get("cart_id") == cart_id]
+        if not self.postgres:
+            if pending:
+                await self.flush()  # one of the cart's events is still to be written: it is adopted too
+            await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
+            return
+        for event in pending:  # the column only, as the UPDATE sets it for written events
+            self._adopted[id(event)] = customer_id
+        self.adopts.append((cart_id, customer_id))
+
     async def flush(self, *, last: bool = False) -> None:
         """Write what is pending, in the order it was added (``last``: the block runs nothing
         after this)."""
-        while self.rows or self.events:
+        while self.rows or self.events or self.adopts:
             rows, self.rows = self.rows[:_BATCH], self.rows[_BATCH:]
             events, self.events = self.events[:_BATCH], self.events[_BATCH:]
             if self.postgres:
+                adopts, self.adopts = self.adopts, []
                 groups = _groups(rows)
                 params: dict[str, Any] = self._event_params(events)
                 for k, ((_table, columns, _n), members) in enumerate(groups):
                     for i, row in enumerate(members):
                         for c in columns:
                             params[f"w{k}_{c}_{i}"] = row[c]
-                stmt = _pg_flush([g for g, _ in groups], len(events))
+                for k, (cart_id, customer_id) in enumerate(adopts):
+                    params[f"a{k}_cart_id"] = cart_id
+                    params[f"a{k}_customer_id"] = customer_id
+                stmt = _pg_flush([g for g, _ in groups], len(events), len(adopts))
                 alone = last and not self.rows and not self.events
                 await (self.conn.execute_last if alone else self.conn.execute)(stmt, params)
             else:
@@ -594,9 +689,9 @@ class PendingWrites:
                 ]
                 await self.conn.execute(_INSERT_OUTBOX, outbox if len(outbox) > 1 else outbox[0])
 
-    @staticmethod
-    def _event_params(events: Sequence[Event]) -> dict[str, Any]:
+    def _event_params(self, events: Sequence[Event]) -> dict[str, Any]:
         params: dict[str, Any] = {}
+        adopted = self._adopted
         for i, event in enumerate(events):
             subject = event.subject
             params[f"id_{i}"] = event.id
@@ -604,7 +699,7 @@ class PendingWrites:
             params[f"occurred_at_{i}"] = event.occurred_at
             params[f"channel_{i}"] = event.channel
             params[f"actor_{i}"] = event.actor
-            params[f"customer_id_{i}"] = event.customer_id
+            params[f"customer_id_{i}"] = adopted.get(id(event), event.customer_id) if adopted else event.customer_id
             params[f"order_id_{i}"] = subject.get("order_id")
             params[f"cart_id_{i}"] = subject.get("cart_id")
             params[f"payload_{i}"] = encode_event(event)
@@ -638,7 +733,8 @@ class _AutoFlush:
             raise PendingWriteFailed(f"a pending write failed: {exc.orig}") from exc
 
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
-        if self._pending.rows:
+        pending = self._pending
+        if pending.writes and not _independent(statement, pending.tables()):
             await self._flush()
         return await self._conn.execute(statement, parameters, **kwargs)
 
@@ -649,18 +745,18 @@ class _AutoFlush:
         return (await self.execute(statement, parameters)).scalars()
 
     async def exec_driver_sql(self, statement: str, parameters: Any = None) -> Any:
-        if self._pending.rows:
+        if self._pending.writes:
             await self._flush()
         return await self._conn.exec_driver_sql(statement, parameters)
 
     async def run_sync(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._pending.rows:
+        if self._pending.writes:
             await self._flush()
         return await self._conn.run_sync(fn, *args, **kwargs)
 
     @asynccontextmanager
     async def begin_nested(self) -> AsyncIterator[Any]:
-        if self._pending.rows:
+        if self._pending.writes:
             await self._flush()
         async with self._conn.begin_nested() as savepoint:
             yield savepoint
@@ -780,8 +876,9 @@ class SqlCarts:
 
 
 class SqlOrders:
-    def __init__(self, conn: DbConnection) -> None:
+    def __init__(self, conn: DbConnection, pending: PendingWrites) -> None:
         self.conn = conn
+        self._pending = pending  # order lines are written with the transaction's events
 
     async def _load(self, rows: Sequence[Any]) -> list[Order]:
         if not rows:
@@ -877,8 +974,8 @@ class SqlOrders:
         )
         if result.rowcount != 1:  # this cart or external reference has its order already
             return False
-        await self.conn.execute(
-            _INSERT_ORDER_LINES,
+        await self._pending.insert_many(
+            t.order_lines,
             [
                 {
                     "order_id": order.id,
@@ -1118,9 +1215,7 @@ class SqlEventLog:
         return await self._list(t.events.c.cart_id == cart_id)
 
     async def adopt_cart(self, cart_id: str, customer_id: str) -> None:
-        if any(e.customer_id is None and e.subject.get("cart_id") == cart_id for e in self._pending.events):
-            await self.flush()  # one of the cart's events is still to be written: it is adopted too
-        await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
+        await self._pending.adopt(cart_id, customer_id)
 
 
 class SqlTransaction:
@@ -1132,7 +1227,7 @@ class SqlTransaction:
         self.products = SqlProducts(conn)
         self.stock = SqlStock(conn)
         self.carts = SqlCarts(conn, self.pending)
-        self.orders = SqlOrders(conn)
+        self.orders = SqlOrders(conn, self.pending)
         self.events = SqlEventLog(conn, self.pending)
         self.customers = SqlCustomers(conn, self.pending)
         self.payments = SqlPayments(conn)

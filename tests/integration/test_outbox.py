@@ -286,3 +286,108 @@ async def test_a_failed_pending_write_is_not_taken_for_the_next_statements_own_e
         stored = await tx.carts.get("crt_dup")
         assert stored is not None and stored.channel == "web"
         assert await tx.carts.handoff("CODE01") is None
+
+
+async def test_an_orders_lines_and_a_cart_adoption_go_out_with_the_events(
+    recorded: tuple[Kernel, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An order's lines and a cart's adoption are pending writes as well. On PostgreSQL the
+    checkout's cart UPDATE, which cannot meet them, runs before them, and they go out with the
+    events in one statement: the order, the cart and that statement, not five. A statement that
+    reads them (the order read back) is preceded by them, on both databases."""
+    from omniretail.domain.cart import CartStatus
+    from omniretail.domain.order import Order, OrderLine
+
+    kernel, _ = recorded
+    uow = SqlUnitOfWork(kernel.db)
+    now = kernel.clock()
+    statements: list[str] = []
+    if not kernel.db.is_sqlite:
+        from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection as Adapted
+
+        prepare = Adapted._prepare
+
+        async def counted(self: Adapted, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return await prepare(self, sql, *args)
+
+        monkeypatch.setattr(Adapted, "_prepare", counted)
+
+    def order(order_id: str, cart_id: str) -> Order:
+        lines = tuple(
+            OrderLine(line_no=n, sku=sku, title=sku, quantity=1, unit_price=500, total=500, location_id="wh")
+            for n, sku in ((1, "A"), (2, "B"))
+        )
+        return Order(
+            id=order_id,
+            number=order_id.upper()[-9:],
+            channel="web",
+            customer_id="cus_o",
+            currency="EUR",
+            subtotal=1000,
+            total=1000,
+            lines=lines,
+            cart_id=cart_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    guest = Cart(id="crt_o", currency="EUR", channel="web", channels=("web",), created_at=now, updated_at=now)
+    async with uow.write() as tx:
+        await tx.carts.insert(guest)
+        await tx.events.record(CartCreated(id="evt_o0", occurred_at=now, channel="web", actor="c", cart_id="crt_o"))
+    statements.clear()
+    async with uow.write() as tx:
+        assert await tx.orders.insert(order("ord_o1", "crt_o"))
+        closed = msgspec.structs.replace(guest, status=CartStatus.CHECKED_OUT, version=guest.version + 1)
+        assert await tx.carts.update(closed, guest.version, lines=False)
+        await tx.events.adopt_cart("crt_o", "cus_o")
+        await tx.events.record(
+            OrderPlaced(
+                id="evt_o1",
+                occurred_at=now,
+                channel="web",
+                actor="c",
+                customer_id="cus_o",
+                order_id="ord_o1",
+                number="O1",
+                total=1000,
+                currency="EUR",
+                fulfilment="ship",
+                cart_id="crt_o",
+            )
+        )
+    if not kernel.db.is_sqlite:
+        assert len(statements) == 3, statements
+        assert statements[1].startswith("UPDATE carts") and "order_lines" in statements[2]
+    async with uow.write() as tx:
+        assert await tx.orders.insert(order("ord_o2", "crt_other"))
+        again = await tx.orders.get("ord_o2")  # its lines are written first
+        assert again is not None and [x.sku for x in again.lines] == ["A", "B"]
+    async with uow.read() as tx:
+        placed = await tx.orders.get("ord_o1")
+        assert placed is not None and [x.sku for x in placed.lines] == ["A", "B"]
+        assert [e.id for _, e in await tx.events.for_customer("cus_o")] == ["evt_o0", "evt_o1"]
+
+
+def test_a_statement_runs_before_pending_writes_only_if_it_cannot_meet_them() -> None:
+    """Which statements may run while rows are pending (PostgreSQL): not one naming a pending
+    table, nor a row pointing at a pending row or pointed at by one, nor a statement built for
+    the call (its id may be another's later), nor a DELETE or a locking read."""
+    from sqlalchemy import delete, insert, update
+
+    from omniretail.storage import repositories as r
+    from omniretail.storage.prepared import prepared
+
+    lines = {"order_lines"}
+    assert r._independent(r._UPDATE_CART, lines)  # the checkout's cart UPDATE
+    assert r._independent(r._SELECT_CART, lines)
+    assert not r._independent(r._SELECT_CART, {"cart_lines"})  # reads the pending table
+    assert not r._independent(r._UPDATE_CART, {"cart_lines"})  # a pending line points at the cart
+    add_line = prepared(insert(t.order_lines))
+    assert not r._independent(add_line, {"orders"})  # would point at a pending order
+    assert r._independent(prepared(insert(t.orders)), lines)
+    assert not r._independent(prepared(update(t.orders).values(status="x")), lines)
+    assert not r._independent(prepared(delete(t.carts)), lines)
+    assert not r._independent(prepared(select(t.carts.c.id).with_for_update()), lines)
+    assert not r._independent(update(t.carts).values(status="x"), lines)  # not prepared
