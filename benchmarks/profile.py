@@ -127,14 +127,14 @@ async def _profile(
         for n in range(args.n):
             await flow(n)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        counted = {step: n / args.n for step, n in statements.items()}
+        per_order = {step: n / args.n for step, n in statements.items()}
         # The outbox worker's share: what delivering these repetitions' events costs (on SQLite
         # the gateway runs this worker in-process).
         current[0] = "outbox worker"
         started = time.process_time()
         await OutboxWorker(kernel).drain()
         step_cpu["outbox worker"] += time.process_time() - started
-        counted["outbox worker"] = statements["outbox worker"] / args.n
+        per_order["outbox worker"] = statements["outbox worker"] / args.n
         measured = dict(step_cpu)  # before the profiler slows everything down
         profiler = cProfile.Profile()
         profiler.enable()
@@ -142,7 +142,7 @@ async def _profile(
             await flow(n)
         profiler.disable()
     await kernel.close()
-    return wall, cpu, counted, measured, profiler
+    return wall, cpu, per_order, measured, profiler
 
 
 def report(

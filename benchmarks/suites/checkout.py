@@ -26,6 +26,7 @@ import uuid
 from collections import Counter, defaultdict
 
 import msgspec
+from sqlalchemy.engine import make_url
 
 from benchmarks.client import Connection, LoadResult, build_request, closed_loop, percentile
 from benchmarks.results import Context, Metric
@@ -193,6 +194,7 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
                 details={
                     "clients": s.checkout_clients,
                     "gateway_workers": workers,
+                    **({"database_transport": store_transport(ctx.postgres_url)} if backend == "postgres" else {}),
                     **summary,
                     # Server CPU per order: steadier than orders/s when other work shares the machine;
                     # 1000 / this is the rate one fully busy core could sustain.
@@ -203,6 +205,14 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
             )
         )
     return metrics
+
+
+def store_transport(url: str) -> str:
+    """How the gateway reaches PostgreSQL: "unix socket" (``?host=/a/directory``) or "tcp"."""
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or ""
+    host = host[0] if isinstance(host, tuple) else host
+    return "unix socket" if not host or host.startswith("/") else "tcp"
 
 
 def gateway_workers(backend: str) -> int:

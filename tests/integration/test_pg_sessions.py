@@ -263,3 +263,26 @@ async def test_a_write_block_whose_connection_was_lost_cannot_go_on(pg: Database
             else:
                 await conn.exec_driver_sql("SELECT 1")
     assert await bodies(pg) == []
+
+
+async def test_a_store_on_this_machine_is_reached_over_its_unix_socket(pg: Database, postgres_url: str) -> None:
+    """``postgresql://user@/db?host=/socket/dir`` (what docs/deployment.md recommends when
+    PostgreSQL runs on the gateway's machine) reaches the same database over the server's Unix
+    socket: a write committed there is read back over TCP."""
+    from sqlalchemy.engine import make_url
+
+    async with pg.read() as conn:
+        directory = str(await conn.scalar(text("SHOW unix_socket_directories"))).split(",")[0].strip()
+        port = await conn.scalar(text("SHOW port"))
+    tcp = make_url(postgres_url)
+    over_socket = tcp.set(host=None, port=None, query={"host": directory, "port": str(port)})
+    socket_db = Database(normalize_url(over_socket.render_as_string(hide_password=False)))
+    try:
+        async with socket_db.write() as conn:
+            await conn.execute(ADD, {"id": 7, "body": "over the socket"})
+            transport = await conn.scalar(text("SELECT inet_client_addr() IS NULL"))
+    finally:
+        await socket_db.dispose()
+    assert transport is True  # no client address: a Unix-domain connection
+    async with pg.read() as conn:
+        assert (await conn.scalars(BODIES)).all() == ["over the socket"]
