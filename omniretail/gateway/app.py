@@ -179,7 +179,7 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
             *plugin_routers(kernel),
             *payment_routers(kernel),
         ],
-        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False)},
+        dependencies={"kernel": Provide(provide_kernel, sync_to_thread=False, use_cache=True)},  # one per app
         middleware=[
             AuthMiddleware(keys, kernel.clock),
             *([RateLimitMiddleware(settings.rate_limit_per_minute)] if settings.rate_limit_per_minute else []),

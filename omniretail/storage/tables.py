@@ -69,7 +69,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is None:
+            zone = value.tzinfo
+            if zone is UTC:  # the usual case: the clock's own
+                return value.isoformat(" ", "microseconds")[:26]
+            if zone is None:
                 raise ValueError("naive datetime given to the store; use aware UTC datetimes")
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
