@@ -191,6 +191,8 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
                 "orders/s",
                 target=TARGET_ORDERS_PER_S,
                 errors=result.failed,
+                note=f"{workers} gateway process{'es' if workers > 1 else ''}"
+                + (f", {store_transport(ctx.postgres_url)}" if backend == "postgres" else ""),
                 details={
                     "clients": s.checkout_clients,
                     "gateway_workers": workers,
