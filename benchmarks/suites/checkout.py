@@ -210,11 +210,13 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
 
 
 def store_transport(url: str) -> str:
-    """How the gateway reaches PostgreSQL: "unix socket" (``?host=/a/directory``) or "tcp"."""
+    """How the gateway reaches PostgreSQL: "unix socket" (``?host=/a/directory``), "tcp" (a
+    host name or address) or "driver default" (no host: asyncpg tries the usual socket
+    directories, then localhost)."""
     parsed = make_url(url)
     host = parsed.query.get("host") or parsed.host or ""
     host = host[0] if isinstance(host, tuple) else host
-    return "unix socket" if not host or host.startswith("/") else "tcp"
+    return "driver default" if not host else "unix socket" if host.startswith("/") else "tcp"
 
 
 def gateway_workers(backend: str) -> int:

@@ -139,10 +139,12 @@ def create_app(kernel: Kernel, *, run_worker: bool | None = None) -> Litestar:
         try:
             yield
         finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-            await kernel.close()
-            gc.unfreeze()  # an application stopped in a process that goes on (tests): collectable again
+            try:
+                stop.set()
+                await asyncio.gather(*tasks)
+                await kernel.close()
+            finally:
+                gc.unfreeze()  # an application stopped in a process that goes on (tests): collectable again
 
     openapi = OpenAPIConfig(
         title="omniretail gateway",

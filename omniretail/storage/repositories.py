@@ -619,7 +619,9 @@ class PendingWrites:
         self.rows: list[tuple[Table, dict[str, Any]]] = []
         self.events: list[Event] = []
         self.adopts: list[tuple[str, str]] = []  # (cart id, customer id), PostgreSQL
-        self._adopted: dict[int, str] = {}  # id(pending event) -> its customer, given by adopt
+        # id(pending event) -> (the event, its customer), given by adopt until it is written (the
+        # event is held, so its id is no other's meanwhile).
+        self._adopted: dict[int, tuple[Event, str]] = {}
 
     @property
     def writes(self) -> bool:
@@ -658,8 +660,9 @@ class PendingWrites:
             await self.conn.execute(_ADOPT_CART, {"b_cart_id": cart_id, "b_customer_id": customer_id})
             return
         for event in pending:  # the column only, as the UPDATE sets it for written events
-            self._adopted[id(event)] = customer_id
-        self.adopts.append((cart_id, customer_id))
+            self._adopted.setdefault(id(event), (event, customer_id))  # the first adoption holds
+        if all(cart != cart_id for cart, _customer in self.adopts):  # an UPDATE per row and statement
+            self.adopts.append((cart_id, customer_id))
 
     async def flush(self, *, last: bool = False) -> None:
         """Write what is pending, in the order it was added (``last``: the block runs nothing
@@ -699,7 +702,10 @@ class PendingWrites:
             params[f"occurred_at_{i}"] = event.occurred_at
             params[f"channel_{i}"] = event.channel
             params[f"actor_{i}"] = event.actor
-            params[f"customer_id_{i}"] = adopted.get(id(event), event.customer_id) if adopted else event.customer_id
+            customer_id = event.customer_id
+            if adopted and (entry := adopted.pop(id(event), None)) is not None:
+                customer_id = entry[1]
+            params[f"customer_id_{i}"] = customer_id
             params[f"order_id_{i}"] = subject.get("order_id")
             params[f"cart_id_{i}"] = subject.get("cart_id")
             params[f"payload_{i}"] = encode_event(event)

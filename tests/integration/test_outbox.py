@@ -391,3 +391,30 @@ def test_a_statement_runs_before_pending_writes_only_if_it_cannot_meet_them() ->
     assert not r._independent(prepared(delete(t.carts)), lines)
     assert not r._independent(prepared(select(t.carts.c.id).with_for_update()), lines)
     assert not r._independent(update(t.carts).values(status="x"), lines)  # not prepared
+
+
+async def test_an_adoption_reaches_its_own_carts_events_only(recorded: tuple[Kernel, Recorder]) -> None:
+    """A cart adopted twice in one transaction keeps its first customer, and events of another
+    cart recorded after the adopted ones were written stay guests (on PostgreSQL the adoption of
+    pending events is remembered per event until it is written, and no longer)."""
+    kernel, _ = recorded
+    now = kernel.clock()
+
+    def line(cart_id: str, i: int) -> CartLineChanged:
+        return CartLineChanged(
+            id=f"evt_{cart_id}_{i}", occurred_at=now, channel="web", actor="c", cart_id=cart_id, sku="S", quantity=i
+        )
+
+    uow = SqlUnitOfWork(kernel.db)
+    async with uow.write() as tx:
+        for i in range(8):
+            await tx.events.record(line("crt_first", i))
+        await tx.events.adopt_cart("crt_first", "cus_first")
+        await tx.events.adopt_cart("crt_first", "cus_second")  # too late: the cart has its customer
+        await tx.events.flush()  # as a read of the event log would
+        for i in range(8):
+            await tx.events.record(line("crt_other", i))
+    async with kernel.db.read() as conn:
+        ours = select(t.events.c.cart_id, t.events.c.customer_id).where(t.events.c.id.like("evt_crt_%"))
+        rows = (await conn.execute(ours)).all()
+    assert sorted(set(map(tuple, rows))) == [("crt_first", "cus_first"), ("crt_other", None)]
