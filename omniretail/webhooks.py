@@ -56,13 +56,13 @@ log = logging.getLogger("omniretail.webhooks")
 
 #: Longest ``last_error`` kept, and how much of a failing receiver's body goes into it.
 _ERROR_CHARS = 2000
+_BODY_SNIPPET = 300
 #: Read once per outbox batch: prepared (on PostgreSQL one round trip, outside a transaction).
 _ACTIVE_SUBSCRIPTIONS = prepared(
     select(t.webhook_subscriptions.c.id, t.webhook_subscriptions.c.event_types).where(
         t.webhook_subscriptions.c.active.is_(True)
     )
 )
-_BODY_SNIPPET = 300
 
 
 def matches(patterns: Iterable[str], event_type: str) -> bool:

@@ -178,6 +178,7 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
             )
         flow = OrderFlow(port, store, f"{backend}-c")
         result, cpu = asyncio.run(_concurrent(flow, ctx, served.pid))
+        transport = store_transport(ctx.postgres_url) if backend == "postgres" else None
         summary = result.summary()
         cpu_per_order = cpu * 1000 / max(1, result.ok + result.failed)
         ctx.log(
@@ -191,12 +192,11 @@ def _backend(ctx: Context, backend: str, *, sequential: bool) -> list[Metric]:
                 "orders/s",
                 target=TARGET_ORDERS_PER_S,
                 errors=result.failed,
-                note=f"{workers} gateway process{'es' if workers > 1 else ''}"
-                + (f", {store_transport(ctx.postgres_url)}" if backend == "postgres" else ""),
+                note=f"{workers} gateway process{'es' if workers > 1 else ''}{f', {transport}' if transport else ''}",
                 details={
                     "clients": s.checkout_clients,
                     "gateway_workers": workers,
-                    **({"database_transport": store_transport(ctx.postgres_url)} if backend == "postgres" else {}),
+                    **({"database_transport": transport} if transport else {}),
                     **summary,
                     # Server CPU per order: steadier than orders/s when other work shares the machine;
                     # 1000 / this is the rate one fully busy core could sustain.

@@ -7,11 +7,11 @@ none in autocommit mode), as one of the adapter's cached asyncpg prepared statem
 ``Database.write()``'s commit, a read's rollback on check-in and autocommit all behave as for any
 other statement. Errors are translated as the adapter translates them and raised as SQLAlchemy's
 ``DBAPIError`` subclasses, after what SQLAlchemy does on them: statements cached against an old
-schema are forgotten, a lost connection is dropped with every pooled one as old as it, and a
-statement cancelled midway drops its connection (its state is unknown).
+schema are forgotten, a lost connection is dropped with every idle one, and a statement
+cancelled midway drops its connection (its state is unknown).
 
-A process keeps its connections (:class:`PgSessions`): checked out of SQLAlchemy's pool once, and
-handed from block to block. A write block's transaction is begun by its first statement and
+A process keeps its connections (:class:`PgSessions`): opened once by the engine (whose own pool
+is a ``NullPool``), and handed from block to block. A write block's transaction is begun by its first statement and
 committed through asyncpg (through SQLAlchemy if SQLAlchemy ran a statement in it); a read or
 autocommit block begins none for prepared statements (under READ COMMITTED each statement has its
 own snapshot anyway). Per block, that saves the pool's checkout, reset and check-in and
@@ -155,8 +155,8 @@ class PgConnection(PreparingConnection):
 
     async def _failed(self, sync: Any, adapted: Any, sql: str, arguments: Any, error: Exception) -> NoReturn:
         """Raise ``error`` as SQLAlchemy would, doing what it does first: statements cached
-        against an old schema are forgotten, and a lost connection is dropped together with every
-        pooled connection as old as it (recycled on their next checkout)."""
+        against an old schema are forgotten, and a lost connection is invalidated and marked
+        ``lost`` (:class:`PgSessions` then drops it and every idle one)."""
         dialect: Any = sync.dialect
         try:
             adapted._handle_exception(error)  # raises the DBAPI-level translation of ``error``

@@ -581,8 +581,8 @@ def _independent(statement: Any, pending: set[str]) -> bool:
     kind, tables, target = shape
     if tables & pending:
         return False
-    if kind == "select" or target is None:
-        return kind == "select"
+    if target is None:  # a read
+        return True
     if _PARENTS.get(target, frozenset()) & pending:
         return False
     return kind == "insert" or not any(target in _PARENTS.get(name, frozenset()) for name in pending)
